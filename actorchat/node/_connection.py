@@ -1,0 +1,289 @@
+"""The connection actor: one per WebSocket, bridging the socket and the node's actors.
+
+Its mailbox loop is the socket's *writer*: everything to send (welcome, deliveries, accepted,
+receipts, errors) arrives as a message, so frames go out in one order. While more messages are
+queued it only accumulates, and when the mailbox is empty it writes: under load many
+``deliver``/``accepted``/``receipt`` items share one frame (the transport's cost is per frame).
+A side task is the *reader*: it feeds each frame to the sans-I/O ``ServerSession`` and acts on
+what comes out. A socket that cannot take a frame within ``send_stall_timeout`` is closed, and
+so is one whose mailbox overflows: a stalled client never makes the node buffer without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+import supervisors as sv
+from actorchat import protocol as p
+from actorchat.auth import BadToken, hash_password, verify_password
+from actorchat.store import StoreUnavailable
+
+from ._messages import (
+    AckMail,
+    Attach,
+    Detach,
+    Incoming,
+    Kick,
+    OutAccepted,
+    OutDeliver,
+    OutFrame,
+    OutReceipt,
+    ReadMail,
+)
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger("actorchat.connection")
+
+E = p.ErrorCode
+
+
+def error_text(code: p.ErrorCode, message: str, ref: str | None = None) -> str:
+    return p.encode(p.ErrorFrame(code=code.value, message=message, ref=ref))
+
+
+class ConnectionActor(sv.Actor):
+    def __init__(self, ws: WebSocketConnection, node: Node) -> None:
+        self.ws = ws
+        self.node = node
+        self.user: str | None = None
+        self.mailbox_ref: sv.ActorRef | None = None
+        self.session = p.ServerSession(node.settings.session_limits())
+        self._deliver: list[p.Delivery] = []
+        self._accepted: list[str] = []
+        self._receipts: dict[tuple[str, str], list[str]] = {}
+        self._frames: list[str] = []
+        self.closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self.node.metrics["connections"] += 1
+        self.start_task(self._reader)
+
+    async def on_stop(self, reason: sv.ExitReason) -> None:
+        self.node.metrics["connections"] -= 1
+        self._leave()
+        with trio.move_on_after(1.0):
+            await self.ws.aclose()
+
+    def _leave(self) -> None:
+        if self.user is not None:
+            self.node.registry.connection_gone(self.user, self.ref)
+            if self.mailbox_ref is not None:
+                try:
+                    self.mailbox_ref.send_nowait(Detach(self.ref))
+                except (sv.ActorDeadError, sv.MailboxFull):
+                    pass  # the mailbox actor also monitors us
+            self.user = None
+
+    # -- the writer -----------------------------------------------------------------------------
+    async def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is OutDeliver:
+            for item in message.items:
+                media = msgspec.json.decode(item.media, type=p.Media) if item.media else None
+                self._deliver.append(
+                    p.Delivery(
+                        mid=item.mid,
+                        id=item.id,
+                        from_=item.sender,
+                        to=message.to,
+                        body=item.body,
+                        ts=item.ts,
+                        group=item.group,
+                        media=media,
+                    )
+                )
+        elif kind is OutAccepted:
+            self._accepted.extend(message.ids)
+        elif kind is OutReceipt:
+            self._receipts.setdefault((message.status, message.by), []).extend(message.ids)
+        elif kind is OutFrame:
+            self._flush_batched()
+            self._frames.append(message.text)
+        elif kind is Kick:
+            await self._write_pending()
+            await self._close(message.code, message.reason)
+            return None
+        if self.ref.mailbox_depth() == 0:
+            await self._write_pending()
+        return None
+
+    def _flush_batched(self) -> None:
+        """Turn accumulated items into frames, keeping their order against other frames."""
+        if self._deliver:
+            self._frames.append(p.encode(p.Deliver(messages=self._deliver)))
+            self._deliver = []
+        if self._accepted:
+            self._frames.append(p.encode(p.Accepted(ids=self._accepted)))
+            self._accepted = []
+        if self._receipts:
+            for (status, by), ids in self._receipts.items():
+                self._frames.append(p.encode(p.Receipt(status=status, by=by, ids=ids)))
+            self._receipts = {}
+
+    async def _write_pending(self) -> None:
+        self._flush_batched()
+        frames, self._frames = self._frames, []
+        for text in frames:
+            with trio.move_on_after(self.node.settings.send_stall_timeout) as scope:
+                try:
+                    await self.ws.send_message(text)
+                except ConnectionClosed:
+                    self.stop()
+                    return
+            if scope.cancelled_caught:
+                log.info("closing a stalled connection of %s", self.user)
+                self.node.metrics["stalled_closed"] += 1
+                self.stop()
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closing = True
+        with trio.move_on_after(1.0):
+            await self.ws.aclose(code, reason)
+        self.stop()
+
+    def out(self, text: str) -> None:
+        try:
+            self.ref.send_nowait(OutFrame(text))
+        except sv.MailboxFull:
+            self.ref.kill()
+
+    # -- the reader -----------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        idle = self.node.settings.idle_timeout
+        while True:
+            with trio.move_on_after(idle) as scope:
+                try:
+                    data = await self.ws.get_message()
+                except ConnectionClosed:
+                    self.stop()
+                    return
+            if scope.cancelled_caught:
+                self.ref.send_nowait(Kick(4002, "idle timeout"))
+                return
+            event = self.session.receive(data, trio.current_time())
+            if isinstance(event, p.ErrorEvent):
+                self.node.metrics["errors"] += 1
+                self.out(p.encode(event.to_frame()))
+                if event.close:
+                    self.ref.send_nowait(Kick(4003, event.message[:120]))
+                    return
+                continue
+            try:
+                await self._handle(event)
+            except StoreUnavailable:
+                self.out(
+                    error_text(
+                        E.UNAVAILABLE,
+                        "storage is unavailable; try again",
+                        getattr(event, "id", None),
+                    )
+                )
+
+    async def _handle(self, frame: p.ClientFrame) -> None:
+        kind = type(frame)
+        node = self.node
+        if kind is p.Send:
+            await self._send(frame)  # type: ignore[arg-type]
+        elif kind is p.Ack:
+            if self.mailbox_ref is not None:
+                await self._to_mailbox(AckMail(tuple(frame.mids)))  # type: ignore[union-attr]
+        elif kind is p.Read:
+            if self.mailbox_ref is not None:
+                await self._to_mailbox(ReadMail(tuple(frame.mids)))  # type: ignore[union-attr]
+        elif kind is p.Ping:
+            self.out(p.encode(p.Pong()))
+        elif kind is p.Register:
+            await self._register(frame)  # type: ignore[arg-type]
+        elif kind is p.Login:
+            user = frame.user  # type: ignore[union-attr]
+            stored = await node.store.read("get_password_hash", user)
+            ok = await trio.to_thread.run_sync(verify_password, frame.password, stored)  # type: ignore[union-attr]
+            if not ok:
+                self.out(error_text(E.BAD_CREDENTIALS, "wrong user or password", frame.id))
+                return
+            await self._welcome(user)
+        elif kind is p.Resume:
+            try:
+                user = node.signer.verify(frame.token, node.wall())  # type: ignore[union-attr]
+            except BadToken as e:
+                self.out(error_text(E.BAD_CREDENTIALS, f"bad token: {e}", frame.id))
+                return
+            await self._welcome(user)
+        elif kind is p.Typing:
+            to = frame.to  # type: ignore[union-attr]
+            if to is not None:
+                node.notify_now(to, p.encode(p.TypingNotice(from_=self.user, state=frame.state)))  # type: ignore[union-attr,arg-type]
+        else:
+            self.out(
+                error_text(
+                    E.NOT_ALLOWED,
+                    f"{frame.type if hasattr(frame, 'type') else kind.__name__} is not available on this node yet",
+                    getattr(frame, "id", None),
+                )
+            )
+
+    async def _to_mailbox(self, message: Any) -> None:
+        assert self.mailbox_ref is not None
+        try:
+            await self.mailbox_ref.send(message)
+        except sv.ActorDeadError:
+            self.mailbox_ref = await self.node.registry.mailbox(self.user)  # type: ignore[arg-type]
+            await self.mailbox_ref.send(message)
+
+    async def _register(self, frame: p.Register) -> None:
+        hashed = await trio.to_thread.run_sync(hash_password, frame.password)
+        created = await self.node.store.read("create_user", frame.user, hashed, self.node.wall())
+        if not created:
+            self.out(error_text(E.USER_EXISTS, f"user {frame.user} exists", frame.id))
+            return
+        self.node.registry.known_users.add(frame.user)
+        self.out(p.encode(p.Registered(user=frame.user)))
+
+    async def _welcome(self, user: str) -> None:
+        node = self.node
+        if self.user is not None and self.user != user:
+            self._leave()
+        token = node.signer.issue(user, node.wall())
+        self.session.authenticated(user)
+        self.user = user
+        # welcome is queued before the mailbox can queue any delivery: it goes out first.
+        self.out(p.encode(p.Welcome(user=user, token=token)))
+        node.registry.connection_arrived(user, self.ref)
+        self.mailbox_ref = await node.registry.mailbox(user)
+        await self._to_mailbox(Attach(self.ref))
+
+    async def _send(self, frame: p.Send) -> None:
+        node = self.node
+        assert self.user is not None
+        if frame.group is not None:
+            self.out(
+                error_text(E.NO_SUCH_GROUP, "groups are not available on this node yet", frame.id)
+            )
+            return
+        to = frame.to
+        assert to is not None
+        if not await node.registry.user_exists(to):
+            self.out(error_text(E.NO_SUCH_USER, f"no user {to}", frame.id))
+            return
+        media = msgspec.json.encode(frame.media).decode() if frame.media is not None else None
+        message = Incoming(self.user, frame.id, frame.body, None, media)
+        for _attempt in range(3):
+            ref = await node.registry.mailbox(to)
+            try:
+                await ref.call(message, timeout=node.settings.ack_timeout)
+                node.metrics["received"] += 1
+                return
+            except sv.ActorDeadError:
+                continue  # it stopped or crashed: the registry starts or finds the next one
+            except sv.CallTimeout:
+                break
+        self.out(error_text(E.UNAVAILABLE, "the recipient's mailbox is not answering", frame.id))

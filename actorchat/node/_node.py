@@ -1,0 +1,241 @@
+"""One node's supervision tree, and running it.
+
+::
+
+    node            rest_for_one: a later child depends on the earlier ones
+    ├── store       StoreActor (thread, asyncio loop, SQLAlchemy async engine)
+    ├── storefront  StoreFront (group commit in front of the thread)
+    ├── users       simple_one_for_one: UserActor per user with mail or a connection
+    ├── connections simple_one_for_one (temporary): ConnectionActor per WebSocket
+    └── gateway     GatewayActor: the listening socket
+
+Stopping runs the tree in reverse: the gateway stops accepting, connections close (each
+detaches from its mailbox), every mailbox stores what it holds unstored (so it is accepted and
+survives), then the store front commits and the store closes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import time
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketRequest, serve_websocket
+
+import supervisors as sv
+from actorchat.auth import TokenSigner
+from actorchat.config import Settings
+
+from ._connection import ConnectionActor
+from ._messages import OutFrame
+from ._registry import Registry
+from ._storage import StoreActor, StoreClient, StoreFront
+from ._user import UserActor
+
+log = logging.getLogger("actorchat.node")
+
+
+class Node:
+    """What every actor of the node shares: settings, registry, store client, token signer."""
+
+    def __init__(self, settings: Settings, *, db_schema: str | None = None) -> None:
+        self.settings = settings
+        self.db_schema = db_schema
+        self.signer = TokenSigner(settings.secret, settings.token_ttl)
+        self.registry = Registry(self)
+        self.store = StoreClient(self)
+        self.sup: sv.SupervisorRef | None = None
+        self.port: int | None = None
+        self.delivery_window = 256
+        self.user_linger = 5.0
+        self.metrics: collections.Counter[str] = collections.Counter()
+        self.listening = trio.Event()
+        self.tree_ready = trio.Event()
+
+    @staticmethod
+    def wall() -> float:
+        return time.time()
+
+    # -- the tree -------------------------------------------------------------------------------
+    def spec(self) -> sv.SupervisorSpec:
+        settings = self.settings
+
+        def users_spec() -> sv.SupervisorSpec:
+            return sv.SupervisorSpec(
+                sv.SupervisorFlags(sv.SIMPLE_ONE_FOR_ONE, intensity=100, period=10.0),
+                [
+                    sv.ChildSpec(
+                        "user", UserActor, restart=sv.TRANSIENT, shutdown=settings.ack_timeout + 5
+                    )
+                ],
+            )
+
+        def connections_spec() -> sv.SupervisorSpec:
+            return sv.SupervisorSpec(
+                sv.SupervisorFlags(sv.SIMPLE_ONE_FOR_ONE, intensity=1000, period=1.0),
+                [sv.ChildSpec("connection", ConnectionActor, restart=sv.TEMPORARY, shutdown=2.0)],
+            )
+
+        return sv.SupervisorSpec(
+            sv.SupervisorFlags(sv.REST_FOR_ONE, intensity=5, period=30.0),
+            [
+                sv.ChildSpec(
+                    "store", StoreActor, (settings.database_url, self.db_schema), shutdown=30.0
+                ),
+                sv.ChildSpec("storefront", self._make_front, shutdown=30.0),
+                sv.ChildSpec("users", users_spec, kind=sv.SUPERVISOR),
+                sv.ChildSpec("connections", connections_spec, kind=sv.SUPERVISOR),
+                sv.ChildSpec("gateway", GatewayActor, (self,), shutdown=5.0),
+            ],
+        )
+
+    def _make_front(self) -> StoreFront:
+        return StoreFront(self._store_ref)
+
+    async def _tree(self) -> sv.SupervisorRef:
+        # Children start before open_supervisor hands us the root's ref: wait for it.
+        await self.tree_ready.wait()
+        assert self.sup is not None
+        return self.sup
+
+    async def _store_ref(self) -> sv.ActorRef:
+        ref = (await self._tree()).whereis("store")
+        if ref is None:
+            raise sv.ActorDeadError("the store is not running")
+        return ref
+
+    async def users(self) -> sv.SupervisorRef:
+        ref = (await self._tree()).child_supervisor("users")
+        if ref is None:
+            raise sv.ActorDeadError("the users supervisor is not running")
+        return ref
+
+    async def connections(self) -> sv.SupervisorRef:
+        ref = (await self._tree()).child_supervisor("connections")
+        if ref is None:
+            raise sv.ActorDeadError("the connections supervisor is not running")
+        return ref
+
+    # -- notifications to users on this node ---------------------------------------------------
+    def notify(self, user: str, message: Any) -> None:
+        """Tell a user's current connection something (accepted, receipts); dropped when the
+        user is not connected: the sender's client retries unaccepted ids on reconnect."""
+        conn = self.registry.connections.get(user)
+        if conn is None:
+            return
+        try:
+            conn.send_nowait(message)
+        except sv.MailboxFull:
+            conn.kill()  # a stalled socket is closed rather than buffered without bound
+        except sv.ActorDeadError:
+            pass
+
+    def notify_now(self, user: str, text: str) -> None:
+        self.notify(user, OutFrame(text))
+
+    def unavailable(self, sender: str, client_id: str) -> None:
+        from actorchat import protocol as p
+
+        self.notify_now(
+            sender,
+            p.encode(
+                p.ErrorFrame(
+                    code=p.ErrorCode.UNAVAILABLE.value,
+                    message="storage is unavailable; the message was not accepted, send it again",
+                    ref=client_id,
+                )
+            ),
+        )
+
+    # -- running --------------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled or until the tree exits by itself."""
+        async with sv.open_supervisor(self.spec(), name=self.settings.node_name) as sup:
+            self.sup = sup
+            self.tree_ready.set()
+            await self.listening.wait()
+            task_status.started(self)
+            await sup.wait()
+
+    async def started(self) -> None:
+        await self.listening.wait()
+
+
+class _Status:
+    """A ``task_status`` for ``serve_websocket`` run as a side task."""
+
+    def __init__(self, on_started: Any) -> None:
+        self.on_started = on_started
+
+    def started(self, value: Any = None) -> None:
+        self.on_started(value)
+
+
+class GatewayActor(sv.Actor):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.server: Any = None
+        self._up = trio.Event()
+
+    async def on_start(self) -> None:
+        self.start_task(self._serve)
+        await self._up.wait()
+
+    def _started(self, server: Any) -> None:
+        self.server = server
+        self.node.port = server.port
+        self._up.set()
+        self.node.listening.set()
+
+    async def _serve(self) -> None:
+        settings = self.node.settings
+        await serve_websocket(
+            self._handler,
+            settings.host,
+            settings.port,
+            ssl_context=None,
+            max_message_size=settings.max_frame_bytes * 2 + 1024,
+            task_status=_Status(self._started),
+        )
+
+    async def _handler(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            ref = await (await self.node.connections()).start_child((ws, self.node))
+        except (sv.SupervisorError, sv.ActorDeadError):
+            await ws.aclose(1013, "node is shutting down")
+            return
+        await ref.wait()
+
+
+async def run_until_signal(node: Node) -> None:
+    """Run the node; SIGINT or SIGTERM stops it cleanly (the tree in reverse order)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            print(
+                f"actorchat node {node.settings.node_name} listening on "
+                f"ws://{node.settings.host}:{node.port}/ (store: {_safe_url(node.settings.database_url)})",
+                flush=True,
+            )
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                print(f"stopping on {signal.Signals(signum).name}...", flush=True)
+                assert node.sup is not None
+                node.sup.stop()
+                await node.sup.wait()
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]

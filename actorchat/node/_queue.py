@@ -1,0 +1,309 @@
+"""One user's delivery queue, as pure data: what to deliver, what to store, whom to tell.
+
+The mailbox actor (``_user.py``) owns a ``DeliveryQueue`` and carries out what its methods
+return (an ``Effects``); nothing here does I/O or reads a clock, so every rule of the delivery
+contract is tested without sockets or sleeps (``tests/actorchat/node/test_queue.py``).
+
+The rules:
+
+* Every message gets a ``key`` from the recipient's queue: strictly increasing, and above the
+  wall clock in microseconds, so keys (and the ``mid`` made from them) stay unique across node
+  restarts even for messages that were never stored.
+* A message is *accepted* (the sender is told) once the recipient acknowledged it or it is
+  durably stored. Recipient offline, queue over its bound, or no ack within ``ack_timeout``:
+  it is stored.
+* While anything for this user lives only in the store (``spilled``), new messages go to the
+  store too and are paged back in key order, so order holds across memory and store.
+* A (sender, id) seen before is a retry: never queued twice; accepted again once the first is.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from actorchat.store import DedupeRow, MailRow, StoreBatch
+
+
+@dataclass(slots=True)
+class Item:
+    key: int
+    sender: str
+    id: str
+    body: str
+    ts: float
+    group: str | None = None
+    media: str | None = None  # JSON text
+    stored: bool = False
+    accepted: bool = False
+    sent_at: float | None = None  # delivered on the current connection, not acknowledged yet
+
+    @property
+    def mid(self) -> str:
+        return str(self.key)
+
+    def row(self, recipient: str) -> MailRow:
+        return MailRow(
+            recipient, self.key, self.sender, self.id, self.body, self.ts, self.group, self.media
+        )
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the actor must do after a queue operation."""
+
+    deliver: list[Item] = field(default_factory=list)
+    store: list[Item] = field(default_factory=list)  # write these, then call stored()
+    accepted: dict[str, list[str]] = field(default_factory=dict)  # sender -> ids
+    delivered: dict[str, list[str]] = field(default_factory=dict)  # sender -> ids (receipts)
+    read: dict[str, list[str]] = field(default_factory=dict)
+    write_behind: StoreBatch | None = None
+    page_in: bool = False  # fetch the next page of stored mail, then call paged()
+
+    def accept(self, item: Item) -> None:
+        if not item.accepted:
+            item.accepted = True
+            self.accepted.setdefault(item.sender, []).append(item.id)
+
+
+class DeliveryQueue:
+    """The delivery state of one user. Survives restarts of its actor (it is in the child's
+    start args), so a crash of the mailbox actor loses nothing it held."""
+
+    def __init__(
+        self,
+        user: str,
+        *,
+        bound: int = 1000,
+        window: int = 256,
+        seen_limit: int = 10_000,
+    ) -> None:
+        self.user = user
+        self.bound = bound
+        self.window = window
+        self.seen_limit = seen_limit
+        self.items: OrderedDict[int, Item] = OrderedDict()  # in memory, by key
+        self.spilled = False  # some mail lives only in the store, after every key in memory
+        self.spill_writes = 0  # spill-only items being written now
+        self.paging = False
+        self.high_key = 0  # the last key handed out or loaded
+        self.floor = 0  # the highest key acknowledged: stored rows at or below it are done
+        self.seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self.recent: OrderedDict[int, tuple[str, str, str | None]] = OrderedDict()  # acked
+        self.attached = False
+        self.loaded = False
+        self.conn: object | None = None  # the attached connection's ref (kept across restarts)
+        self.to_store: OrderedDict[int, Item] = OrderedDict()  # owed to the store, by key
+
+    # -- keys and dedupe ------------------------------------------------------------------
+    def next_key(self, now: float) -> int:
+        self.high_key = max(self.high_key + 1, int(now * 1_000_000))
+        return self.high_key
+
+    def remember(self, sender: str, client_id: str, key: int) -> None:
+        self.seen[(sender, client_id)] = key
+        self.seen.move_to_end((sender, client_id))
+        while len(self.seen) > self.seen_limit:
+            self.seen.popitem(last=False)
+
+    def load(
+        self, max_key: int | None, dedupe: Iterable[DedupeRow], page: list[MailRow], page_size: int
+    ) -> Effects:
+        """First start: continue keys above the store, remember recent ids, take a page."""
+        self.high_key = max(self.high_key, max_key or 0)
+        for row in reversed(list(dedupe)):
+            self.remember(row.sender, row.client_id, row.key)
+        self.loaded = True
+        return self.paged(page, page_size)
+
+    # -- incoming -------------------------------------------------------------------------
+    def incoming(
+        self,
+        sender: str,
+        client_id: str,
+        body: str,
+        now: float,
+        *,
+        group: str | None = None,
+        media: str | None = None,
+    ) -> Effects:
+        fx = Effects()
+        key = self.seen.get((sender, client_id))
+        if key is not None:
+            item = self.items.get(key)
+            if item is None or item.accepted:
+                # delivered, stored or acknowledged before: accepted again, never queued twice
+                fx.accepted.setdefault(sender, []).append(client_id)
+            return fx
+        item = Item(self.next_key(now), sender, client_id, body, now, group, media)
+        self.remember(sender, client_id, item.key)
+        if self.spilled or self.paging or len(self.items) >= self.bound:
+            # Spill: store only, dropped from memory once written; paged back in order.
+            self.spilled = True
+            self.spill_writes += 1
+            fx.store.append(item)
+            return fx
+        self.items[item.key] = item
+        if not self.attached:
+            fx.store.append(item)
+        self._fill(fx, now)
+        return fx
+
+    # -- the connection -------------------------------------------------------------------
+    def attach(self, now: float) -> Effects:
+        """A connection took this user: everything unacknowledged is delivered again."""
+        self.attached = True
+        for item in self.items.values():
+            item.sent_at = None
+        fx = Effects()
+        self._fill(fx, now)
+        return fx
+
+    def detach(self) -> Effects:
+        """The connection is gone: store what is not stored yet (then it is accepted)."""
+        self.attached = False
+        fx = Effects()
+        for item in self.items.values():
+            item.sent_at = None
+            if not item.stored:
+                fx.store.append(item)
+        return fx
+
+    def _in_flight(self) -> int:
+        return sum(1 for item in self.items.values() if item.sent_at is not None)
+
+    def _fill(self, fx: Effects, now: float) -> None:
+        if not self.attached:
+            return
+        room = self.window - self._in_flight()
+        for item in self.items.values():
+            if room <= 0:
+                break
+            if item.sent_at is None:
+                item.sent_at = now
+                fx.deliver.append(item)
+                room -= 1
+
+    # -- acknowledgements -----------------------------------------------------------------
+    def ack(self, mids: Iterable[str], now: float) -> Effects:
+        fx = Effects()
+        deletes: list[tuple[str, int]] = []
+        dedupe: list[DedupeRow] = []
+        for mid in mids:
+            try:
+                key = int(mid)
+            except ValueError:
+                continue
+            item = self.items.pop(key, None)
+            if item is None:
+                continue  # acknowledged before, or not this user's: nothing to do
+            fx.accept(item)
+            fx.delivered.setdefault(item.sender, []).append(item.id)
+            self.floor = max(self.floor, key)
+            self.recent[key] = (item.sender, item.id, item.group)
+            if item.stored:
+                deletes.append((self.user, key))
+            else:
+                dedupe.append(DedupeRow(item.sender, item.id, self.user, key, now))
+        while len(self.recent) > self.seen_limit:
+            self.recent.popitem(last=False)
+        if deletes or dedupe:
+            fx.write_behind = StoreBatch(delete_mail=deletes, put_dedupe=dedupe)
+        self._fill(fx, now)
+        self._maybe_page(fx)
+        return fx
+
+    def read(self, mids: Iterable[str]) -> Effects:
+        fx = Effects()
+        for mid in mids:
+            try:
+                key = int(mid)
+            except ValueError:
+                continue
+            item = self.items.get(key)
+            who = (item.sender, item.id) if item is not None else self.recent.get(key)
+            if who is not None:
+                fx.read.setdefault(who[0], []).append(who[1])
+        return fx
+
+    def overdue(self, now: float, ack_timeout: float) -> Effects:
+        """Delivered but not acknowledged in time: store it so the sender is not kept waiting."""
+        fx = Effects()
+        for item in self.items.values():
+            if item.sent_at is not None and not item.stored and now - item.sent_at >= ack_timeout:
+                fx.store.append(item)
+        return fx
+
+    # -- the store's answers --------------------------------------------------------------
+    def stored(self, items: list[Item], now: float) -> Effects:
+        """These items are committed: accept them; spill-only ones leave memory."""
+        fx = Effects()
+        for item in items:
+            item.stored = True
+            fx.accept(item)
+            if item.key not in self.items:
+                self.spill_writes -= 1
+        self._maybe_page(fx)
+        return fx
+
+    def store_failed(self, items: list[Item]) -> list[Item]:
+        """The store could not take ``items``; nothing was accepted. Items held in memory
+        stay and are stored again later; spill-only ones are given up and returned, so their
+        senders get ``unavailable`` and retry (their ids are forgotten so the retry is new)."""
+        dropped = []
+        for item in items:
+            if item.key not in self.items and not item.stored:
+                self.spill_writes -= 1
+                self.seen.pop((item.sender, item.id), None)
+                dropped.append(item)
+        return dropped
+
+    def paged(self, rows: list[MailRow], page_size: int, now: float = 0.0) -> Effects:
+        self.paging = False
+        fx = Effects()
+        last = self.page_after()
+        for row in rows:
+            if row.key in self.items or row.key <= last:
+                continue
+            self.items[row.key] = Item(
+                row.key,
+                row.sender,
+                row.client_id,
+                row.body,
+                row.ts,
+                row.grp,
+                row.media,
+                stored=True,
+                accepted=True,
+            )
+            self.high_key = max(self.high_key, row.key)
+        if len(rows) < page_size and self.spill_writes == 0:
+            self.spilled = False
+        elif rows:
+            self.spilled = True
+        self._fill(fx, now)
+        return fx
+
+    def page_after(self) -> int:
+        """The key after which the next page of stored mail starts."""
+        if self.items:
+            return max(self.floor, next(reversed(self.items)))
+        return self.floor
+
+    def _maybe_page(self, fx: Effects) -> None:
+        if self.spilled and not self.paging and len(self.items) <= self.bound // 2:
+            self.paging = True
+            fx.page_in = True
+
+    # -- life -----------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing here needs the actor: all in memory is stored, nobody attached."""
+        return (
+            not self.attached
+            and self.spill_writes == 0
+            and all(item.stored for item in self.items.values())
+        )
+
+    def unstored(self) -> list[Item]:
+        return [item for item in self.items.values() if not item.stored]

@@ -1,0 +1,82 @@
+"""Who is where on this node: each user's mailbox actor and connection.
+
+A plain object, not an actor: the node runs on one trio thread, so a lookup is a dict access,
+while a registry actor would add a ~31 us channel round trip to every message for no isolation
+gain (a registry crash would take every route with it anyway). What it holds is rebuilt by the
+actors themselves (they register and leave), so nothing here needs to survive a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+import supervisors as sv
+
+from ._queue import DeliveryQueue
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger("actorchat.registry")
+
+KNOWN_USERS_LIMIT = 100_000
+
+
+class Registry:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.mailboxes: dict[str, sv.ActorRef] = {}
+        self.connections: dict[str, sv.ActorRef] = {}
+        self.known_users: set[str] = set()
+        self._starting: dict[str, trio.Event] = {}
+
+    async def mailbox(self, user: str) -> sv.ActorRef:
+        """The user's mailbox actor, started (with its stored state loaded) if need be."""
+        while True:
+            ref = self.mailboxes.get(user)
+            if ref is not None and ref.is_alive():
+                return ref
+            pending = self._starting.get(user)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._starting[user] = trio.Event()
+        try:
+            node = self.node
+            queue = DeliveryQueue(
+                user, bound=node.settings.mailbox_bound, window=node.delivery_window
+            )
+            max_key, dedupe, page = await node.store.read("load_mailbox", user, 10_000, 500)
+            queue.load(max_key, dedupe, page, 500)
+            sup = await node.users()
+            ref = await sup.start_child((user, queue, node))
+            self.mailboxes[user] = ref
+            return ref
+        finally:
+            del self._starting[user]
+            done.set()
+
+    def mailbox_gone(self, user: str, ref: sv.ActorRef) -> None:
+        if self.mailboxes.get(user) is ref:
+            del self.mailboxes[user]
+
+    def connection_arrived(self, user: str, ref: sv.ActorRef) -> None:
+        self.connections[user] = ref
+
+    def connection_gone(self, user: str, ref: sv.ActorRef) -> None:
+        if self.connections.get(user) is ref:
+            del self.connections[user]
+
+    async def user_exists(self, user: str) -> bool:
+        if user in self.known_users or user in self.mailboxes:
+            return True
+        found = await self.node.store.read("users_exist", [user])
+        if user in found:
+            if len(self.known_users) >= KNOWN_USERS_LIMIT:
+                self.known_users.clear()
+            self.known_users.add(user)
+            return True
+        return False
