@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "migrate":
         return _migrate(argv[1:])
     from actorchat.config import parse_settings
+
+    settings = parse_settings(argv, os.environ)  # --help and bad values exit here, cheaply
     from actorchat.node import Node, run_until_signal
 
-    settings = parse_settings(argv, os.environ)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -179,13 +179,20 @@ class StoreFront(sv.Actor):
             await self._hop_once()
 
     async def _pump(self) -> None:
+        backoff = 0.05
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self._queue:
-                await self._hop_once()
+                if await self._hop_once():
+                    backoff = 0.05
+                else:
+                    # The database is down: back off rather than spin; waiting requests were
+                    # failed (their actors decide), write-behind batches stay queued.
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
 
-    async def _hop_once(self) -> None:
+    async def _hop_once(self) -> bool:
         pending, self._queue = self._queue, []
         writes = [p for p in pending if type(p.request) is Write]
         reads = [p for p in pending if type(p.request) is Read]
@@ -204,7 +211,7 @@ class StoreFront(sv.Actor):
                     p.reply.fail(error)
                 elif type(p.request) is Write:
                     self._queue.append(p)  # write-behind: keep it for the next hop
-            return
+            return False
         self.stats.available = not isinstance(written, Exception)
         for p in writes:
             if p.reply is None:
@@ -228,6 +235,8 @@ class StoreFront(sv.Actor):
             self.stats.last_batch_seconds = time.monotonic() - started
         if isinstance(written, Exception):
             self.stats.failures += 1
+            return False
+        return True
 
 
 class StoreClient:
