@@ -34,16 +34,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a clear message, not a traceback wall
-        from actorchat.store import StoreError
-
-        root = e
-        while isinstance(root, BaseExceptionGroup) and len(root.exceptions) == 1:
-            root = root.exceptions[0]
-        if isinstance(root, StoreError | OSError):
-            print(f"actorchat: cannot run the node: {root}", file=sys.stderr)
-            return 1
-        raise
+        cause = _user_facing(e)
+        if cause is None:
+            raise
+        print(f"actorchat: cannot run the node: {cause}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _user_facing(exc: BaseException) -> BaseException | None:
+    """The database or network error behind a failed start, if that is what it was."""
+    from actorchat.store import StoreError
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, StoreError | OSError):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        reason = getattr(e, "reason", None)
+        for value in (getattr(reason, "exception", None), getattr(reason, "detail", None)):
+            if isinstance(value, BaseException):
+                todo.append(value)
+            elif isinstance(value, tuple):
+                todo.extend(
+                    v.exception
+                    for v in value
+                    if isinstance(getattr(v, "exception", None), BaseException)
+                )
+        if e.__cause__ is not None:
+            todo.append(e.__cause__)
+    return None
 
 
 def _migrate(argv: list[str]) -> int:
@@ -53,8 +79,14 @@ def _migrate(argv: list[str]) -> int:
     settings = parse_settings(argv, os.environ)
     import asyncio
 
-    asyncio.run(upgrade(settings.database_url))
-    print(f"schema is up to date in {settings.database_url}")
+    from actorchat.store import StoreError
+
+    try:
+        asyncio.run(upgrade(settings.database_url))
+    except StoreError as e:
+        print(f"actorchat migrate: {e}", file=sys.stderr)
+        return 1
+    print(f"the schema is up to date in {settings.database_url}")
     return 0
 
 

@@ -64,6 +64,10 @@ class Settings:
     send_stall_timeout: float = 30.0
     max_media_bytes: int = 16 * 1024 * 1024
     media_dir: str = "actorchat-media"
+    migrate: bool = True
+    db_pool_size: int = 5
+    db_statement_timeout: float = 5.0
+    db_wait: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -114,9 +118,7 @@ def _number(kind: type, *, minimum: float = 0, inclusive: bool = False) -> Calla
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid {kind.__name__} value: {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if value < minimum or (value == minimum and not inclusive):
             bound = ">=" if inclusive else ">"
             raise argparse.ArgumentTypeError(f"must be {bound} {minimum}, got {text!r}")
@@ -178,17 +180,33 @@ def _secret(text: str) -> bytes:
 _positive_int = _number(int)
 _positive_float = _number(float)
 
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise argparse.ArgumentTypeError("must be yes or no")
+
+
 # (field, converter, help). Each becomes --field-name and ACTORCHAT_FIELD_NAME.
 _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("host", _text, "address to listen on"),
     ("port", _number(int, inclusive=True), "port for WebSocket and HTTP (0: any free port)"),
-    ("database_url", _database_url,
-     "SQLAlchemy URL: postgresql://user:pw@host/db (asyncpg) or sqlite:///file.db (aiosqlite)"),
+    (
+        "database_url",
+        _database_url,
+        "SQLAlchemy URL: postgresql://user:pw@host/db (asyncpg) or sqlite:///file.db (aiosqlite)",
+    ),
     ("node_name", _text, "this node's name in the cluster (default: <hostname>-<port>)"),
     ("log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
-    ("secret", _secret,
-     "token signing secret, the same on every node (prefer the environment variable: a command "
-     "line is visible to other users); default: random, so tokens die with the process"),
+    (
+        "secret",
+        _secret,
+        "token signing secret, the same on every node (prefer the environment variable: a command "
+        "line is visible to other users); default: random, so tokens die with the process",
+    ),
     ("token_ttl", _duration, "how long a login token stays valid (e.g. 7d, 12h)"),
     ("max_frame_bytes", _size, "largest client frame; larger ones get too_large"),
     ("max_body_bytes", _size, "largest message body, UTF-8 bytes; larger ones get too_large"),
@@ -197,8 +215,11 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("typing_per_second", _positive_float, "typing frames a connection may make per second"),
     ("typing_burst", _positive_int, "typing frames a connection may make at once"),
     ("max_bad_frames", _positive_int, "bad frames in a row before the connection is closed"),
-    ("max_unauthenticated_frames", _positive_int,
-     "frames a connection may send before welcome, then it is closed"),
+    (
+        "max_unauthenticated_frames",
+        _positive_int,
+        "frames a connection may send before welcome, then it is closed",
+    ),
     ("idle_timeout", _duration, "close a connection silent for this long"),
     ("ack_timeout", _duration, "store a delivered message not acknowledged within this"),
     ("mailbox_bound", _positive_int, "messages a mailbox holds in memory; more go to storage"),
@@ -206,6 +227,19 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("send_stall_timeout", _duration, "close a socket whose full queue drains nothing for this"),
     ("max_media_bytes", _size, "largest media upload; larger ones get 413"),
     ("media_dir", _text, "directory of the filesystem blob store"),
+    (
+        "migrate",
+        _bool,
+        "upgrade the database schema at start (yes/no); "
+        "`python -m actorchat migrate` does it alone",
+    ),
+    ("db_pool_size", _positive_int, "database connections the store keeps open"),
+    ("db_statement_timeout", _duration, "longest a database statement may run"),
+    (
+        "db_wait",
+        _duration,
+        "at start, how long to keep retrying an unreachable database before exiting",
+    ),
 )
 
 
@@ -224,8 +258,12 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, convert, help_text in _OPTIONS:
         default = "" if name in ("secret", "node_name") else f"; default {getattr(defaults, name)}"
         parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, type=convert, default=None,
-            metavar=name.upper(), help=f"{help_text} [{_env_name(name)}{default}]",
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=convert,
+            default=None,
+            metavar=name.upper(),
+            help=f"{help_text} [{_env_name(name)}{default}]",
         )
     return parser
 

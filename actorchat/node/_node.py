@@ -28,11 +28,12 @@ from trio_websocket import WebSocketRequest, serve_websocket
 import supervisors as sv
 from actorchat.auth import TokenSigner
 from actorchat.config import Settings
+from actorchat.store import StoreUnavailable
 
 from ._connection import ConnectionActor
 from ._messages import OutFrame
 from ._registry import Registry
-from ._storage import StoreActor, StoreClient, StoreFront
+from ._storage import StoreActor, StoreClient, StoreFront, check_database
 from ._user import UserActor
 
 log = logging.getLogger("actorchat.node")
@@ -83,7 +84,16 @@ class Node:
             sv.SupervisorFlags(sv.REST_FOR_ONE, intensity=5, period=30.0),
             [
                 sv.ChildSpec(
-                    "store", StoreActor, (settings.database_url, self.db_schema), shutdown=30.0
+                    "store",
+                    StoreActor,
+                    (
+                        settings.database_url,
+                        self.db_schema,
+                        False,  # prepare_database migrated already
+                        settings.db_pool_size,
+                        settings.db_statement_timeout,
+                    ),
+                    shutdown=30.0,
                 ),
                 sv.ChildSpec("storefront", self._make_front, shutdown=30.0),
                 sv.ChildSpec("users", users_spec, kind=sv.SUPERVISOR),
@@ -151,8 +161,29 @@ class Node:
         )
 
     # -- running --------------------------------------------------------------------------------
+    async def prepare_database(self) -> None:
+        """Migrate (or check) the schema before the tree starts. An unreachable database is
+        retried with backoff for ``--db-wait`` seconds, saying so; then ``StoreUnavailable``.
+        A schema newer than the code raises ``SchemaTooNew`` at once (and nothing is written)."""
+        settings = self.settings
+        deadline = trio.current_time() + settings.db_wait
+        delay = 0.5
+        while True:
+            try:
+                await trio.to_thread.run_sync(
+                    check_database, settings.database_url, self.db_schema, settings.migrate
+                )
+                return
+            except StoreUnavailable as e:
+                if trio.current_time() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying in %.1f s", e, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled or until the tree exits by itself."""
+        await self.prepare_database()
         async with sv.open_supervisor(self.spec(), name=self.settings.node_name) as sup:
             self.sup = sup
             self.tree_ready.set()

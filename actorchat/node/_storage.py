@@ -65,16 +65,30 @@ class StoreActor(sv.ThreadActor):
 
     window = 1
 
-    def __init__(self, url: str, schema: str | None = None, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str | None = None,
+        migrate: bool = True,
+        pool_size: int = 5,
+        statement_timeout: float = 5.0,
+    ) -> None:
         super().__init__()
         self.url, self.schema, self.migrate = url, schema, migrate
+        self.pool_size, self.statement_timeout = pool_size, statement_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         self.store: Store | None = None
 
     def on_start(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.store = self.loop.run_until_complete(
-            Store.open(self.url, schema=self.schema, migrate=self.migrate)
+            Store.open(
+                self.url,
+                schema=self.schema,
+                migrate=self.migrate,
+                pool_size=self.pool_size,
+                statement_timeout=self.statement_timeout,
+            )
         )
 
     def on_stop(self) -> None:
@@ -123,6 +137,16 @@ class StoreActor(sv.ThreadActor):
             await store.recent_dedupe(user, dedupe_limit),
             await store.fetch_mail(user, None, page),
         )
+
+
+def check_database(url: str, schema: str | None, migrate: bool) -> None:
+    """Open the store once (migrating if asked) and close it; in a worker thread."""
+
+    async def check() -> None:
+        store = await Store.open(url, schema=schema, migrate=migrate)
+        await store.close()
+
+    asyncio.run(check())
 
 
 def merge(batches: list[StoreBatch]) -> StoreBatch:
