@@ -2,8 +2,9 @@
 
 ``pg_url`` (session scope) gives a PostgreSQL database to test against, as a
 ``PgTarget(url, schema)``: ``url`` is a ``postgresql+asyncpg://`` URL and ``schema`` a fresh
-``actorchat_test_<random>`` schema, created for this session and dropped at its end, so
-concurrent runs on one server never collide. Pass both on, e.g.
+``actorchat_test_<random>`` schema, created for this session and dropped at its end (with
+any ``<schema>_<suffix>`` schemas tests made), so concurrent runs on one server never
+collide. Pass both on, e.g.
 ``await Store.open(pg_url.url, schema=pg_url.schema)``; tests sharing the session schema
 must clean up after themselves.
 
@@ -71,4 +72,20 @@ def pg_url() -> Iterator[PgTarget]:
     try:
         yield PgTarget(url, schema)
     finally:
-        asyncio.run(_pg_admin(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        asyncio.run(_drop_schemas(url, schema))
+
+
+async def _drop_schemas(url: str, schema: str) -> None:
+    # Also the schemas tests named after this one (``<schema>_<suffix>``), should a test
+    # have been interrupted before dropping its own.
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        names = await connection.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = $1 OR starts_with(nspname, $2)",
+            schema, schema + "_",
+        )
+        for (name,) in names:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await connection.close()

@@ -13,6 +13,7 @@ from ._errors import StoreClosed as StoreClosed
 from ._errors import StoreError as StoreError
 from ._errors import StoreIntegrityError as StoreIntegrityError
 from ._errors import StoreUnavailable as StoreUnavailable
+from ._migrate import check_revision as check_revision
 from ._migrate import current_revision as current_revision
 from ._migrate import head_revision as head_revision
 from ._migrate import upgrade as upgrade
@@ -35,6 +36,7 @@ __all__ = [
     "StoreError",
     "StoreIntegrityError",
     "StoreUnavailable",
+    "check_revision",
     "create_engine",
     "current_revision",
     "head_revision",

@@ -109,9 +109,19 @@ def create_engine(
     def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA synchronous=FULL")
+            # WAL is a property of the file: set once, it stays. Switching takes an exclusive
+            # lock without waiting on busy_timeout, so when connections open together on a
+            # new file the losers get "database is locked": the winner is switching it.
+            # (test_concurrent_upgrades_both_succeed)
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] != "wal":
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                except Exception as error:
+                    if "locked" not in str(error):
+                        raise
         finally:
             cursor.close()
 

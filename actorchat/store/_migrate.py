@@ -120,3 +120,18 @@ async def current_revision(url: str | URL, schema: str | None = None) -> str | N
     finally:
         await engine.dispose()
     return heads[0] if heads else None
+
+
+async def check_revision(url: str | URL, schema: str | None = None) -> str:
+    """Return the database's revision if it is exactly the code's head; otherwise raise
+    SchemaTooNew (migrated by newer code) or SchemaTooOld (needs ``upgrade``). Writes
+    nothing: for nodes that must not migrate, and for readiness checks."""
+    if problem := sqlite_directory_problem(url):
+        raise StoreUnavailable(f"check_revision: {problem}")
+    engine = create_engine(url, schema=schema, pooled=False, statement_timeout=None)
+    try:
+        async with translated_errors("check_revision"), engine.connect() as connection:
+            await connection.run_sync(verify_revision, schema, allow_older=False)
+    finally:
+        await engine.dispose()
+    return head_revision()

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import pytest
+from sqlalchemy import text
 
 from actorchat.store import (
     DedupeRow,
@@ -257,12 +258,11 @@ def test_lost_connection_is_unavailable_once_then_recovers(db) -> None:
         # Reaching into the pool: only this store's own backend may be killed, because
         # other test runs may share the server.
         async with store._engine.connect() as connection:
-            pid = await connection.scalar(sqlalchemy_text("SELECT pg_backend_pid()"))
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
         killer = create_engine(db.url, pooled=False)
         try:
             async with killer.connect() as connection:
-                await connection.scalar(
-                    sqlalchemy_text(f"SELECT pg_terminate_backend({int(pid)})"))
+                await connection.scalar(text(f"SELECT pg_terminate_backend({int(pid)})"))
         finally:
             await killer.dispose()
         with pytest.raises(StoreUnavailable):
@@ -271,8 +271,3 @@ def test_lost_connection_is_unavailable_once_then_recovers(db) -> None:
 
     db.run(body)
 
-
-def sqlalchemy_text(sql: str):
-    from sqlalchemy import text
-
-    return text(sql)

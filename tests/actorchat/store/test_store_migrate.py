@@ -13,6 +13,7 @@ from actorchat.store import (
     SchemaTooNew,
     SchemaTooOld,
     Store,
+    check_revision,
     create_engine,
     current_revision,
     head_revision,
@@ -78,6 +79,7 @@ def test_schema_too_new_refuses_and_writes_nothing(empty_db) -> None:
         lambda: asyncio.run(upgrade(empty_db.url, empty_db.schema)),
         lambda: empty_db.run(lambda store: asyncio.sleep(0)),
         lambda: empty_db.run(lambda store: asyncio.sleep(0), migrate=False),
+        lambda: asyncio.run(check_revision(empty_db.url, empty_db.schema)),
     ):
         with pytest.raises(SchemaTooNew) as caught:
             attempt()
@@ -94,4 +96,5 @@ def test_open_without_migrating_refuses_an_old_schema(empty_db) -> None:
     assert caught.value.database_revision is None
     assert empty_db.table_names() <= {"alembic_version"}
     asyncio.run(upgrade(empty_db.url, empty_db.schema))
+    assert asyncio.run(check_revision(empty_db.url, empty_db.schema)) == head_revision()
     empty_db.run(Store.ping, migrate=False)
