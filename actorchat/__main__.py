@@ -86,7 +86,9 @@ def _migrate(argv: list[str]) -> int:
     except StoreError as e:
         print(f"actorchat migrate: {e}", file=sys.stderr)
         return 1
-    print(f"the schema is up to date in {settings.database_url}")
+    from actorchat.node import safe_url
+
+    print(f"the schema is up to date in {safe_url(settings.database_url)}")
     return 0
 
 

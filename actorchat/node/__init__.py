@@ -5,3 +5,4 @@ from ._node import run_until_signal as run_until_signal
 from ._queue import DeliveryQueue as DeliveryQueue
 from ._queue import Effects as Effects
 from ._queue import Item as Item
+from ._node import _safe_url as safe_url
