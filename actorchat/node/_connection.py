@@ -223,10 +223,11 @@ class ConnectionActor(sv.Actor):
             if to is not None:
                 node.notify_now(to, p.encode(p.TypingNotice(from_=self.user, state=frame.state)))  # type: ignore[union-attr,arg-type]
         else:
+            what = getattr(frame, "type", kind.__name__)
             self.out(
                 error_text(
                     E.NOT_ALLOWED,
-                    f"{frame.type if hasattr(frame, 'type') else kind.__name__} is not available on this node yet",
+                    f"{what} is not available on this node yet",
                     getattr(frame, "id", None),
                 )
             )
@@ -279,11 +280,20 @@ class ConnectionActor(sv.Actor):
         for _attempt in range(3):
             ref = await node.registry.mailbox(to)
             try:
-                await ref.call(message, timeout=node.settings.ack_timeout)
-                node.metrics["received"] += 1
-                return
+                taken = await ref.call(message, timeout=node.settings.ack_timeout)
             except sv.ActorDeadError:
                 continue  # it stopped or crashed: the registry starts or finds the next one
             except sv.CallTimeout:
                 break
+            if taken is False:  # the mailbox sheds load: its store is behind
+                self.out(
+                    error_text(
+                        E.UNAVAILABLE,
+                        f"{to} has too much mail waiting for storage; send it again later",
+                        frame.id,
+                    )
+                )
+                return
+            node.metrics["received"] += 1
+            return
         self.out(error_text(E.UNAVAILABLE, "the recipient's mailbox is not answering", frame.id))

@@ -247,9 +247,10 @@ async def run_until_signal(node: Node) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            store = _safe_url(node.settings.database_url)
             print(
                 f"actorchat node {node.settings.node_name} listening on "
-                f"ws://{node.settings.host}:{node.port}/ (store: {_safe_url(node.settings.database_url)})",
+                f"ws://{node.settings.host}:{node.port}/ (store: {store})",
                 flush=True,
             )
             async for signum in signals:

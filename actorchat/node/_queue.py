@@ -60,6 +60,7 @@ class Effects:
     read: dict[str, list[str]] = field(default_factory=dict)
     write_behind: StoreBatch | None = None
     page_in: bool = False  # fetch the next page of stored mail, then call paged()
+    refused: bool = False  # not taken: the store is behind; tell the sender `unavailable`
 
     def accept(self, item: Item) -> None:
         if not item.accepted:
@@ -78,14 +79,18 @@ class DeliveryQueue:
         bound: int = 1000,
         window: int = 256,
         seen_limit: int = 10_000,
+        backlog: int = 10_000,
     ) -> None:
         self.user = user
         self.bound = bound
+        self.backlog = backlog  # spill-only items waiting for the store before we refuse
         self.window = window
         self.seen_limit = seen_limit
         self.items: OrderedDict[int, Item] = OrderedDict()  # in memory, by key
         self.spilled = False  # some mail lives only in the store, after every key in memory
-        self.spill_writes = 0  # spill-only items being written now
+        # Spill-only items not committed yet. They keep their key until the store takes them
+        # (a write whose answer was lost is simply written again: puts are idempotent).
+        self.spilling: OrderedDict[int, Item] = OrderedDict()
         self.paging = False
         self.high_key = 0  # the last key handed out or loaded
         self.floor = 0  # the highest key acknowledged: stored rows at or below it are done
@@ -131,17 +136,22 @@ class DeliveryQueue:
         fx = Effects()
         key = self.seen.get((sender, client_id))
         if key is not None:
-            item = self.items.get(key)
+            item = self.items.get(key) or self.spilling.get(key)
             if item is None or item.accepted:
                 # delivered, stored or acknowledged before: accepted again, never queued twice
                 fx.accepted.setdefault(sender, []).append(client_id)
             return fx
+        spill = self.spilled or self.paging or len(self.items) >= self.bound
+        if spill and len(self.spilling) >= self.backlog:
+            # The store is not keeping up (or is down): refuse rather than grow without bound.
+            fx.refused = True
+            return fx
         item = Item(self.next_key(now), sender, client_id, body, now, group, media)
         self.remember(sender, client_id, item.key)
-        if self.spilled or self.paging or len(self.items) >= self.bound:
+        if spill:
             # Spill: store only, dropped from memory once written; paged back in order.
             self.spilled = True
-            self.spill_writes += 1
+            self.spilling[item.key] = item
             fx.store.append(item)
             return fx
         self.items[item.key] = item
@@ -242,22 +252,21 @@ class DeliveryQueue:
         for item in items:
             item.stored = True
             fx.accept(item)
-            if item.key not in self.items:
-                self.spill_writes -= 1
+            self.spilling.pop(item.key, None)
         self._maybe_page(fx)
         return fx
 
     def store_failed(self, items: list[Item]) -> list[Item]:
-        """The store could not take ``items``; nothing was accepted. Items held in memory
-        stay and are stored again later; spill-only ones are given up and returned, so their
-        senders get ``unavailable`` and retry (their ids are forgotten so the retry is new)."""
-        dropped = []
+        """The store could not take ``items`` (or its answer was lost): nothing is accepted and
+        everything stays owed, under the same keys, to be written again. Returns the spill-only
+        items whose senders should now hear ``unavailable`` (once each): their messages wait for
+        the store; a retry of the same id is dropped as a duplicate and accepted with the first."""
+        warn = []
         for item in items:
-            if item.key not in self.items and not item.stored:
-                self.spill_writes -= 1
-                self.seen.pop((item.sender, item.id), None)
-                dropped.append(item)
-        return dropped
+            if item.key in self.spilling and item.sent_at is None and not item.accepted:
+                item.sent_at = -1.0  # marks "sender warned" for a spill-only item
+                warn.append(item)
+        return warn
 
     def paged(self, rows: list[MailRow], page_size: int, now: float = 0.0) -> Effects:
         self.paging = False
@@ -278,7 +287,7 @@ class DeliveryQueue:
                 accepted=True,
             )
             self.high_key = max(self.high_key, row.key)
-        if len(rows) < page_size and self.spill_writes == 0:
+        if len(rows) < page_size and not self.spilling:
             self.spilled = False
         elif rows:
             self.spilled = True
@@ -301,7 +310,7 @@ class DeliveryQueue:
         """Nothing here needs the actor: all in memory is stored, nobody attached."""
         return (
             not self.attached
-            and self.spill_writes == 0
+            and not self.spilling
             and all(item.stored for item in self.items.values())
         )
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("actorchat.user")
 
 PAGE = 500
+WRITE_BATCH = 1000  # items per store write
 
 
 class UserActor(sv.Actor):
@@ -49,10 +50,19 @@ class UserActor(sv.Actor):
         self.work = trio.Event()
         self.idle_since: float | None = None
         self.conn_monitor: sv.Monitor | None = None
+        # New mail is refused (the sender hears `unavailable`) while this many items wait for
+        # the store: overflow goes to storage, but when storage is slower than the senders,
+        # waiting in memory would grow without bound (contract 4).
+        self.store_backlog = 2 * max(node.settings.mailbox_bound, WRITE_BATCH)
 
     async def on_start(self) -> None:
         self.start_task(self._storage)
         self.start_task(self._ticker)
+        if self.queue.to_store or self.queue.paging:
+            # Restarted after a crash mid-write or mid-page-in: resume that work, or the queue
+            # stays "paging" forever and its stored mail is never delivered. Guarded by
+            # test_e2e_crash.py::test_mailbox_crash_during_page_in_loses_nothing.
+            self.work.set()
         conn = self.queue.conn
         if conn is not None:  # restarted while a connection was attached: deliver again
             if conn.is_alive():
@@ -65,17 +75,25 @@ class UserActor(sv.Actor):
         now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
-            self._apply(
-                self.queue.incoming(
-                    message.sender,
-                    message.id,
-                    message.body,
-                    self.node.wall(),
-                    group=message.group,
-                    media=message.media,
-                )
+            queue = self.queue
+            if (
+                len(queue.to_store) >= self.store_backlog
+                and (message.sender, message.id) not in queue.seen
+            ):
+                # Shed load: nothing is queued, so nothing was accepted; the sender retries.
+                # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
+                self.node.metrics["refused_store_backlog"] += 1
+                return False
+            fx = self.queue.incoming(
+                message.sender,
+                message.id,
+                message.body,
+                self.node.wall(),
+                group=message.group,
+                media=message.media,
             )
-            return True
+            self._apply(fx)
+            return not fx.refused
         if kind is AckMail:
             self._apply(self.queue.ack(message.mids, self.node.wall()))
         elif kind is ReadMail:
@@ -86,6 +104,9 @@ class UserActor(sv.Actor):
             ref = message.conn if kind is Detach else message.ref
             if self.queue.conn is ref:
                 self._detach()
+            if kind is sv.Down:
+                # A killed connection never ran its on_stop: unregister it for it.
+                self.node.registry.connection_gone(self.name, ref)
         elif kind is Tick:
             await self._tick(now)
         return None
@@ -149,7 +170,18 @@ class UserActor(sv.Actor):
 
     async def _tick(self, now: float) -> None:
         queue = self.queue
-        self._apply(queue.overdue(self.node.wall(), self.node.settings.ack_timeout))
+        wall, ack_timeout = self.node.wall(), self.node.settings.ack_timeout
+        self._apply(queue.overdue(wall, ack_timeout))
+        # Mail waiting behind a full delivery window (a connected recipient that does not ack)
+        # is never "overdue" (it was not sent), yet its sender must not wait longer than
+        # ack_timeout either: store it too. Guarded by
+        # test_e2e_crash.py::test_connection_crash_of_sender_then_retry_loses_nothing and
+        # test_e2e_delivery.py::test_silent_recipient_does_not_hold_up_acceptance.
+        late = [item for item in queue.unstored() if wall - item.ts >= ack_timeout]
+        for item in late:
+            queue.to_store.setdefault(item.key, item)
+        if late:
+            self.work.set()
         if not queue.attached:
             for item in queue.unstored():
                 queue.to_store.setdefault(item.key, item)
@@ -158,7 +190,11 @@ class UserActor(sv.Actor):
         if queue.idle() and not queue.to_store and not queue.paging:
             if self.idle_since is None:
                 self.idle_since = now
-            elif now - self.idle_since >= self.node.user_linger:
+            elif now - self.idle_since >= self.node.user_linger and not self.ref.mailbox_depth():
+                # Only with nothing queued behind this Tick: a cast already queued (an Attach
+                # from a login that found this mailbox a moment ago) would be dropped with the
+                # mailbox. Once unregistered here (no await in between), nobody finds this ref.
+                # Guarded by test_e2e_delivery.py::test_login_racing_the_idle_mailbox_stop_...
                 self.node.registry.mailbox_gone(self.name, self.ref)
                 self.stop()
         else:
@@ -188,9 +224,18 @@ class UserActor(sv.Actor):
             if self.queue.paging:
                 await self._page_in()
 
+    def _acked_unstored(self, item: Item) -> bool:
+        """Acknowledged (so accepted, and gone from the queue) before its write committed.
+        A spill-only item is never in ``queue.items`` either, but it is not accepted yet."""
+        return item.accepted and not item.stored and item.key not in self.queue.items
+
     async def _write_once(self) -> bool:
         queue = self.queue
-        items: list[Item] = list(queue.to_store.values())[:1000]
+        # Mail acknowledged while it waited here needs no row: writing it would leave a row
+        # that nothing deletes, delivered again by the next incarnation of this mailbox.
+        for item in [item for item in queue.to_store.values() if self._acked_unstored(item)]:
+            del queue.to_store[item.key]
+        items: list[Item] = list(queue.to_store.values())[:WRITE_BATCH]
         rows = [item.row(self.name) for item in items if not item.stored]
         dedupe = [
             DedupeRow(item.sender, item.id, self.name, item.key, item.ts)
@@ -202,13 +247,31 @@ class UserActor(sv.Actor):
                 await self.node.store.write(StoreBatch(put_mail=rows, put_dedupe=dedupe))
         except StoreUnavailable as e:
             log.warning("%s: store unavailable (%s); %d messages wait", self.name, e, len(items))
-            for item in queue.store_failed(items):
-                queue.to_store.pop(item.key, None)
+            acked = {item.key for item in items if self._acked_unstored(item)}
+            for key in acked:  # delivered and acknowledged meanwhile: nothing to give up
+                queue.to_store.pop(key, None)
+            # Everything stays owed under its key (the commit may even have happened: its
+            # answer was lost); spill-only senders hear `unavailable` once and their retries
+            # are deduplicated. Guarded by test_queue.py and test_outage.py.
+            for item in queue.store_failed([item for item in items if item.key not in acked]):
                 self.node.unavailable(item.sender, item.id)
             return False
         for item in items:
             queue.to_store.pop(item.key, None)
-        self._apply(queue.stored(items, self.node.wall()))
+        # Acknowledged while the write was in flight: the ack found the item unstored and
+        # deleted nothing, so delete the row now; and these are not spill-only items, which
+        # ``queue.stored`` would take them for. Guarded by
+        # test_e2e_delivery.py::test_ack_during_store_write_leaves_no_row_behind.
+        acked = {item.key for item in items if self._acked_unstored(item)}
+        if acked:
+            for item in items:
+                if item.key in acked:
+                    item.stored = True
+            self.node.store.write_behind(
+                StoreBatch(delete_mail=[(self.name, key) for key in sorted(acked)])
+            )
+        written = [item for item in items if item.key not in acked]
+        self._apply(queue.stored(written, self.node.wall()))
         return True
 
     async def _page_in(self) -> None:

@@ -119,13 +119,28 @@ def test_new_mail_while_spilled_goes_to_the_store_behind_the_spill() -> None:
     assert [i.id for i in fx.store] == ["2"]
 
 
-def test_failed_spill_write_is_given_up_and_forgotten() -> None:
+def test_failed_spill_write_keeps_its_key_and_a_retry_is_not_a_second_message() -> None:
+    # A commit whose answer was lost must not turn into two messages (outage test).
     queue = q(bound=1)
     queue.incoming("a", "0", "", 1.0)
-    item = queue.incoming("a", "1", "", 1.0).store[0]
-    assert queue.store_failed([item]) == [item]
-    assert ("a", "1") not in queue.seen  # the sender's retry is a new message
-    assert queue.spill_writes == 0
+    item = queue.incoming("a", "1", "", 2.0).store[0]
+    assert queue.store_failed([item]) == [item]  # the sender hears `unavailable` once
+    assert queue.store_failed([item]) == []
+    retry = queue.incoming("a", "1", "", 3.0)
+    assert not retry.store and not retry.accepted  # still owed under its first key
+    fx = queue.stored([item], 4.0)
+    assert fx.accepted == {"a": ["1"]}
+    assert queue.incoming("a", "1", "", 5.0).accepted == {"a": ["1"]}
+
+
+def test_refuses_new_mail_when_the_spill_backlog_is_full() -> None:
+    queue = q(bound=1, backlog=2)
+    queue.incoming("a", "0", "", 1.0)
+    assert queue.incoming("a", "1", "", 1.0).store
+    assert queue.incoming("a", "2", "", 1.0).store
+    fx = queue.incoming("a", "3", "", 1.0)
+    assert fx.refused and not fx.store
+    assert ("a", "3") not in queue.seen  # refused: a retry is a new message
 
 
 def test_acking_unknown_or_foreign_mids_does_nothing() -> None:
