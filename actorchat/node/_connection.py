@@ -251,6 +251,11 @@ class ConnectionActor(sv.Actor):
 
     async def _welcome(self, user: str) -> None:
         node = self.node
+        # The mailbox first: loading it may need the store, and if the store is down the login
+        # fails (`unavailable`) before any session opens, rather than after a welcome (a
+        # session that would never deliver anything). Guarded by
+        # test_e2e_delivery.py::test_login_while_the_store_is_down_opens_no_session.
+        mailbox = await node.registry.mailbox(user)
         if self.user is not None and self.user != user:
             self._leave()
         token = node.signer.issue(user, node.wall())
@@ -259,7 +264,7 @@ class ConnectionActor(sv.Actor):
         # welcome is queued before the mailbox can queue any delivery: it goes out first.
         self.out(p.encode(p.Welcome(user=user, token=token)))
         node.registry.connection_arrived(user, self.ref)
-        self.mailbox_ref = await node.registry.mailbox(user)
+        self.mailbox_ref = mailbox
         await self._to_mailbox(Attach(self.ref))
 
     async def _send(self, frame: p.Send) -> None:

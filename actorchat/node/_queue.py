@@ -238,10 +238,15 @@ class DeliveryQueue:
         return fx
 
     def overdue(self, now: float, ack_timeout: float) -> Effects:
-        """Delivered but not acknowledged in time: store it so the sender is not kept waiting."""
+        """Stored so no sender waits longer than ``ack_timeout`` for ``accepted``: mail
+        delivered but not acknowledged in time, and mail still waiting behind a full delivery
+        window (a recipient that reads but never acks) since it arrived."""
         fx = Effects()
         for item in self.items.values():
-            if item.sent_at is not None and not item.stored and now - item.sent_at >= ack_timeout:
+            if item.stored:
+                continue
+            since = item.sent_at if item.sent_at is not None and item.sent_at >= 0 else item.ts
+            if now - since >= ack_timeout:
                 fx.store.append(item)
         return fx
 

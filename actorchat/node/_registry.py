@@ -46,8 +46,12 @@ class Registry:
         done = self._starting[user] = trio.Event()
         try:
             node = self.node
+            bound = node.settings.mailbox_bound
+            # At most this many spill-only messages wait in memory for the store; beyond it new
+            # mail is refused (`unavailable`): memory stays proportional to the mailbox bound
+            # even when the store is slower than the senders (contract 4).
             queue = DeliveryQueue(
-                user, bound=node.settings.mailbox_bound, window=node.delivery_window
+                user, bound=bound, window=node.delivery_window, backlog=2 * max(bound, 1000)
             )
             max_key, dedupe, page = await node.store.read("load_mailbox", user, 10_000, 500)
             queue.load(max_key, dedupe, page, 500)

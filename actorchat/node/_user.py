@@ -50,10 +50,6 @@ class UserActor(sv.Actor):
         self.work = trio.Event()
         self.idle_since: float | None = None
         self.conn_monitor: sv.Monitor | None = None
-        # New mail is refused (the sender hears `unavailable`) while this many items wait for
-        # the store: overflow goes to storage, but when storage is slower than the senders,
-        # waiting in memory would grow without bound (contract 4).
-        self.store_backlog = 2 * max(node.settings.mailbox_bound, WRITE_BATCH)
 
     async def on_start(self) -> None:
         self.start_task(self._storage)
@@ -75,15 +71,6 @@ class UserActor(sv.Actor):
         now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
-            queue = self.queue
-            if (
-                len(queue.to_store) >= self.store_backlog
-                and (message.sender, message.id) not in queue.seen
-            ):
-                # Shed load: nothing is queued, so nothing was accepted; the sender retries.
-                # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
-                self.node.metrics["refused_store_backlog"] += 1
-                return False
             fx = self.queue.incoming(
                 message.sender,
                 message.id,
@@ -93,6 +80,10 @@ class UserActor(sv.Actor):
                 media=message.media,
             )
             self._apply(fx)
+            if fx.refused:
+                # The store is behind: nothing was queued, the sender hears `unavailable`.
+                # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
+                self.node.metrics["refused_store_backlog"] += 1
             return not fx.refused
         if kind is AckMail:
             self._apply(self.queue.ack(message.mids, self.node.wall()))
@@ -172,16 +163,6 @@ class UserActor(sv.Actor):
         queue = self.queue
         wall, ack_timeout = self.node.wall(), self.node.settings.ack_timeout
         self._apply(queue.overdue(wall, ack_timeout))
-        # Mail waiting behind a full delivery window (a connected recipient that does not ack)
-        # is never "overdue" (it was not sent), yet its sender must not wait longer than
-        # ack_timeout either: store it too. Guarded by
-        # test_e2e_crash.py::test_connection_crash_of_sender_then_retry_loses_nothing and
-        # test_e2e_delivery.py::test_silent_recipient_does_not_hold_up_acceptance.
-        late = [item for item in queue.unstored() if wall - item.ts >= ack_timeout]
-        for item in late:
-            queue.to_store.setdefault(item.key, item)
-        if late:
-            self.work.set()
         if not queue.attached:
             for item in queue.unstored():
                 queue.to_store.setdefault(item.key, item)

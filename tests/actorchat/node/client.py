@@ -165,16 +165,6 @@ class Inbox:
         return replies
 
     # -- views ------------------------------------------------------------------------------
-    def unique_deliveries(self) -> list[dict[str, Any]]:
-        """Deliveries deduplicated by ``mid`` (a redelivery carries the same mid)."""
-        seen: set[str] = set()
-        out = []
-        for item in self.deliveries:
-            if item["mid"] not in seen:
-                seen.add(item["mid"])
-                out.append(item)
-        return out
-
     def delivered_ids(self, sender: str | None = None) -> list[str]:
         """Client ids of the deliveries (deduplicated by (from, id)), in arrival order."""
         seen: set[tuple[str, str]] = set()
@@ -211,9 +201,6 @@ class Client(Inbox):
 
     async def send(self, **frame: Any) -> None:
         await self.ws.send_message(json.dumps(frame))
-
-    async def send_raw(self, data: str | bytes) -> None:
-        await self.ws.send_message(data)
 
     async def _read_one(self) -> None:
         if self.closed is not None:

@@ -267,3 +267,25 @@ async def test_rate_limited_sends_are_refused_and_not_accepted(start_node):
 
     await in_thread(session)
     assert restarted(node) == []
+
+
+async def test_silent_connection_is_closed_after_idle_timeout(start_node):
+    """A connection that sends nothing for idle_timeout is closed (4002); pings keep one open.
+    Real time with a short setting: the store thread and real sockets rule out autojump."""
+    node = await start_node(idle_timeout=0.5)
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+
+    def session() -> None:
+        with SyncClient.connect(node.port) as busy, SyncClient.connect(node.port) as silent:
+            busy.login("alice")
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # three idle periods, a ping every 0.2 s
+                alive(busy)
+                time.sleep(0.2)
+            assert busy.closed is None
+            assert expect_closed(silent) == 4002
+            assert silent.closed is not None and "idle" in silent.closed.reason
+
+    await in_thread(session)
+    assert restarted(node) == []

@@ -143,6 +143,8 @@ async def test_connection_crash_of_recipient_loses_nothing(start_node):
             await _wait(lambda: len(seen.deliveries) >= 300)
             node.registry.connections["bob"].kill(injected())
             await _wait(lambda: seen.closed is not None)
+            # killed, it never ran on_stop: its mailbox unregistered it (on the Down)
+            await _wait(lambda: "bob" not in node.registry.connections)
             nursery.start_soon(bob_session)  # the client reconnects
         await alice.until(lambda: len({i for _, i in alice.receipts["delivered"]}) >= n, 30)
     assert seen.delivered_ids() == ids

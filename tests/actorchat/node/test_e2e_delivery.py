@@ -1,7 +1,9 @@
-"""The delivery contract end to end, in-process node, trio-websocket clients.
+"""The delivery contract end to end (DESIGN.md: 1 nothing acknowledged lost, 2 no duplicates,
+3 order, 4 bounded memory; PROTOCOL.md: Messages): in-process node, trio-websocket clients.
 
-Each test names the line of DESIGN.md's delivery contract (and of PROTOCOL.md's Messages) it
-guards. Waits are bounded (``Client.until``); nothing asserts on a bare sleep.
+Waits are bounded (``Client.until``, ``trio.fail_after``); nothing asserts on a bare sleep.
+Some tests wrap one of the node's store calls (``node.store.read``/``write``) to slow it down
+or make it fail at an exact moment; that is the seam for deterministic races.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from node_harness import restarted, stop_node
 
 from actorchat.node import DeliveryQueue, _registry
 from actorchat.node._messages import Tick
-
-pytestmark = pytest.mark.filterwarnings("error::trio.TrioDeprecationWarning")
+from actorchat.store import StoreUnavailable
 
 
 async def _users(port: int, *names: str) -> None:
@@ -265,7 +266,7 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
 
     async def watch() -> None:
         while True:
-            backlog.append(max((len(q.to_store) for q in queues if q.user == "bob"), default=0))
+            backlog.append(max((len(q.spilling) for q in queues if q.user == "bob"), default=0))
             await trio.sleep(0.01)
 
     async with Client.connect(node.port) as alice:
@@ -274,7 +275,7 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
             nursery.start_soon(watch)
             resent = await alice.send_until_accepted("bob", messages, timeout=60)
             nursery.cancel_scope.cancel()
-    limit = 2 * max(node.settings.mailbox_bound, 1000)
+    (limit,) = {q.backlog for q in queues}
     print(f"slow store: peak store backlog {max(backlog)} (limit {limit}), {resent} resent")
     assert resent > 0 and node.metrics["refused_store_backlog"] > 0
     assert max(backlog) <= limit
@@ -284,6 +285,41 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
         await bob.drain(0.2)
     assert sorted(bob.delivered_ids()) == sorted(id for id, _ in messages)
     assert len(bob.deliveries) == n
+    assert restarted(node) == []
+
+
+async def test_login_while_the_store_is_down_opens_no_session(start_node):
+    """bob's mailbox must be loaded from the store, which is down: his resume fails with
+    `unavailable` and no session opens (it used to send welcome first: a session that never
+    delivered anything). Once the store is back, the same connection logs in and gets his mail."""
+    node = await start_node(user_linger=0.1)
+    await _users(node.port, "alice", "bob")
+    async with Client.connect(node.port) as alice:
+        await alice.login("alice")
+        id = await alice.send_message("bob", "while you were out")
+        await alice.until(lambda: id in alice.accepted)
+    with trio.fail_after(10):
+        while "bob" in node.registry.mailboxes:
+            await trio.sleep(0.02)
+    read, down = node.store.read, True
+
+    async def flaky_read(method: str, *args: Any) -> Any:
+        if down and method == "load_mailbox":
+            raise StoreUnavailable("injected outage")
+        return await read(method, *args)
+
+    node.store.read = flaky_read  # type: ignore[method-assign]
+    token = node.signer.issue("bob", time.time())
+    async with Client.connect(node.port) as bob:
+        await bob.send(type="resume", token=token, id="r1")
+        error = await bob.expect_error("unavailable")
+        assert error["ref"] == "r1" and not bob.has_frame("welcome")
+        await bob.send(type="send", id="s1", to="alice", body="x")
+        await bob.expect_error("not_authenticated")
+        down = False
+        await bob.send(type="resume", token=token)
+        await bob.until(lambda: bob.delivered_ids() == [id])
+        assert bob.user == "bob"
     assert restarted(node) == []
 
 

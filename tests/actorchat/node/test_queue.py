@@ -91,6 +91,17 @@ def test_overdue_ack_stores_the_message() -> None:
     assert [i.id for i in queue.overdue(11.0, ack_timeout=10.0).store] == ["m1"]
 
 
+def test_mail_behind_a_full_window_is_stored_after_the_ack_timeout() -> None:
+    # A recipient that reads but never acks must not keep senders waiting (e2e:
+    # test_silent_recipient_does_not_hold_up_acceptance).
+    queue = q(window=2)
+    queue.attach(0.0)
+    for n in range(5):
+        queue.incoming("alice", str(n), "", 1.0)
+    assert not queue.overdue(5.0, ack_timeout=10.0).store
+    assert [i.id for i in queue.overdue(11.0, ack_timeout=10.0).store] == ["0", "1", "2", "3", "4"]
+
+
 def test_overflow_spills_to_the_store_and_pages_back_in_order() -> None:
     queue = q(bound=2)
     queue.attach(0.0)
