@@ -5,18 +5,44 @@ An actor's identity (its ``_Cell``: mailbox and ref) is apart from each *incarna
 child by running a new incarnation on the same cell, so the ref stays valid and the mailbox can
 be kept (see ``ChildSpec.mailbox``).
 
-Every incarnation behaves like an OTP ``gen_server`` that traps exits: a stop request lets the
-current message finish and then runs ``on_stop``; a kill cancels the task at once.
+An incarnation ends in one of three ways, and they differ in whether ``on_stop`` runs:
+
+* a *stop* (``ref.stop()``, ``self.stop()``, a supervisor's shutdown) lets the current message
+  finish, then runs ``on_stop(reason)``;
+* a *crash* (``receive``/``on_start`` raised, a side task raised, an exit signal from a link)
+  cancels ``on_start``/the message loop at once, then runs ``on_stop(reason)``;
+* a *kill* (``ref.kill()``, brutal kill, a shutdown timeout, a ``KILLED`` exit signal) cancels
+  everything, ``on_stop`` included.
+
+One cancel scope per phase does it (``_Process.scope``): the *work* scope around ``on_start``
+and the message loop (cancelled by a crash or a kill), then, only if ``on_stop`` is overridden,
+a *stop* scope around it (cancelled by a kill only). A supervisor also cancels its children's
+nursery on a kill. Guarded by ``tests/supervisors/test_actor.py::test_kill_vs_stop*``.
+
+A cancel scope is the dearest thing an idle actor would own (a fifth of the time to spawn one,
+and four GC-tracked objects where it otherwise has fifteen: spawning 100,000 actors is mostly
+GC), so none is made before it is needed: a default ``on_stop`` gets none, and an actor
+without ``on_start`` waits for its first message outside any scope (in ``_Process.run``); a
+kill or crash then wakes it directly (``_Interrupt``). Guarded by
+``tests/supervisors/test_actor.py::test_idle_*``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import outcome
 import trio
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    Task,
+    checkpoint,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from ._errors import ActorDeadError, CallTimeout, MailboxFull
 from ._mailbox import WAKE, Mailbox
@@ -35,6 +61,12 @@ __all__ = [
 ]
 
 STARTING, RUNNING, STOPPING, EXITED = "starting", "running", "stopping", "exited"
+_NOTHING: Any = object()
+
+
+class _Interrupt(BaseException):
+    """Wakes an actor parked in its first, scope-less wait for a kill or a crash; never
+    escapes ``_Process.run``."""
 
 
 class Exit(Exception):
@@ -70,10 +102,15 @@ class ExitSignal:
 
 
 class Monitor:
+    """What ``Actor.monitor`` returns: pass it to ``demonitor``; ``Down.monitor`` is it."""
+
     __slots__ = ("_target", "_watcher", "ref")
 
     def __init__(self, ref: ActorRef, target: _Process | None, watcher: _Process) -> None:
         self.ref, self._target, self._watcher = ref, target, watcher
+
+    def __repr__(self) -> str:
+        return f"<Monitor of {self.ref!r}>"
 
 
 class _Call:
@@ -99,23 +136,33 @@ class _Call:
     def fail(
         self, reason: ExitReason | None, what: str = "the actor exited before replying"
     ) -> None:
-        self.resolve(outcome.Error(ActorDeadError(what, reason)))
+        if self.result is None:
+            self.resolve(outcome.Error(ActorDeadError(what, reason)))
 
-    async def wait(self) -> Any:
-        if self.result is not None:
-            await trio.lowlevel.checkpoint()
-            return self.result.unwrap()
+    def wait(self) -> Awaitable[Any]:
+        """Park until answered (parking is the checkpoint). A plain function returning the
+        awaitable: one coroutine frame less on the hot path."""
+        if self.result is not None:  # answered while the caller waited for room
+            return _unwrap_after_checkpoint(self.result)
         self.task = current_task()
+        return wait_task_rescheduled(self._abort)
 
-        def abort(_: Any) -> Abort:
-            self.task = None
-            return Abort.SUCCEEDED
+    def _abort(self, _: Any) -> Abort:
+        # The caller gave up (timeout or cancel); a later reply is dropped.
+        self.task = None
+        return Abort.SUCCEEDED
 
-        return await wait_task_rescheduled(abort)
+
+async def _unwrap_after_checkpoint(result: outcome.Outcome) -> Any:
+    await checkpoint()
+    return result.unwrap()
 
 
 class Reply:
-    """A call's answer, given later: ``reply.send(value)`` or ``reply.fail(exception)``."""
+    """A call's answer, given later: ``reply.send(value)`` or ``reply.fail(exception)``.
+
+    Answering twice, or after the actor exited (the call then already failed with
+    ``ActorDeadError``), does nothing."""
 
     __slots__ = ("_call", "_proc")
 
@@ -123,12 +170,17 @@ class Reply:
         self._call, self._proc = call, proc
 
     def send(self, value: Any = None) -> None:
-        self._proc.deferred.discard(self._call)
+        self._forget()
         self._call.resolve(outcome.Value(value))
 
     def fail(self, exception: BaseException) -> None:
-        self._proc.deferred.discard(self._call)
+        self._forget()
         self._call.resolve(outcome.Error(exception))
+
+    def _forget(self) -> None:
+        deferred = self._proc.deferred
+        if deferred is not None:
+            deferred.discard(self._call)
 
 
 def fail_calls(items: list[Any], reason: ExitReason | None, what: str) -> None:
@@ -161,6 +213,12 @@ class _Cell:
         self.restarts = 0
         self.ref = ActorRef(self)
 
+    def suspend(self, reason: ExitReason) -> None:
+        """Not running and not being restarted (a terminated child spec): refuse mail and fail
+        queued calls until a restart reopens the mailbox. ``ref.wait()`` keeps waiting."""
+        if not self.mailbox.closed:
+            fail_calls(self.mailbox.close(reason), reason, "the actor is not running")
+
     def close(self, reason: ExitReason) -> None:
         """The cell will never run again: refuse mail, fail queued calls, wake ``wait()``."""
         if self.final_reason is not None:
@@ -174,10 +232,11 @@ class _Cell:
 class ActorRef:
     """The handle to an actor: cast, call, liveness. Refs compare by identity of the actor."""
 
-    __slots__ = ("_cell",)
+    __slots__ = ("_cell", "_mailbox")
 
     def __init__(self, cell: _Cell) -> None:
         self._cell = cell
+        self._mailbox = cell.mailbox  # one attribute hop less on the hot paths
 
     def __repr__(self) -> str:
         return f"<ActorRef {self._cell.name or hex(id(self._cell))}>"
@@ -188,16 +247,27 @@ class ActorRef:
 
     def send_nowait(self, message: Any) -> None:
         """Cast. Raises ``MailboxFull`` at the bound and ``ActorDeadError`` once it is gone."""
-        self._cell.mailbox.put_nowait(message)
+        self._mailbox.put_nowait(message)
 
     async def send(self, message: Any) -> None:
         """Cast, waiting for room in the mailbox."""
-        await self._cell.mailbox.put(message)
+        await self._mailbox.put(message)
 
-    async def call(self, message: Any, timeout: float = 5.0) -> Any:
-        """Ask and wait for the reply: a value, ``CallTimeout`` or ``ActorDeadError``."""
+    async def call(self, message: Any, timeout: float | None = 5.0) -> Any:
+        """Ask and wait for the reply: a value, ``CallTimeout`` or ``ActorDeadError``.
+
+        ``timeout=None`` waits as long as the actor lives: the call still cannot hang, since it
+        fails when the actor exits (``tests/supervisors/test_actor.py::test_call_resolves*``),
+        and it is the quickest call: no cancel scope to enter.
+        """
         request = _Call(message)
-        mailbox = self._cell.mailbox
+        mailbox = self._mailbox
+        if timeout is None or timeout == math.inf:
+            try:
+                mailbox.put_nowait(request)
+            except MailboxFull:
+                await mailbox.put(request)
+            return await request.wait()
         with trio.move_on_after(timeout):
             try:
                 mailbox.put_nowait(request)
@@ -208,10 +278,10 @@ class ActorRef:
 
     def is_alive(self) -> bool:
         """True while the actor takes messages (also while its supervisor restarts it)."""
-        return not self._cell.mailbox.closed
+        return not self._mailbox.closed
 
     def mailbox_depth(self) -> int:
-        return len(self._cell.mailbox)
+        return len(self._mailbox)
 
     async def wait(self) -> ExitReason:
         """Wait until the actor is gone for good; returns its last exit reason."""
@@ -246,6 +316,8 @@ class Actor:
 
     mailbox_size: ClassVar[int] = 1000
     trap_exits: ClassVar[bool] = False
+    #: A supervisor runs its children in a nursery inside its own task (``_supervisor``).
+    _hosts_children: ClassVar[bool] = False
     _proc: _Process
 
     @property
@@ -269,7 +341,7 @@ class Actor:
 
     def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` beside the mailbox loop; it is cancelled when the actor exits, and
-        if it raises, the actor exits with ``Error``."""
+        if it raises, the actor exits with ``Error`` (``on_stop`` runs)."""
         self._proc.start_side_task(fn, args)
 
     def defer_reply(self) -> Reply:
@@ -279,55 +351,75 @@ class Actor:
         if call is None:
             raise RuntimeError("defer_reply() outside the handling of a call")
         proc.current_call = None
+        if proc.deferred is None:
+            proc.deferred = set()
         proc.deferred.add(call)
         return Reply(call, proc)
 
     def link(self, ref: ActorRef) -> None:
+        """Two-way: when either incarnation exits, the other gets the exit signal."""
         other = ref._cell.process
         if other is None or other.state == EXITED:
             raise ActorDeadError(f"cannot link to {ref!r}: not running", ref._cell.final_reason)
-        self._proc.links.add(other)
-        other.links.add(self._proc)
+        me = self._proc
+        if other is me:
+            return
+        me.add_link(other)
+        other.add_link(me)
 
     def unlink(self, ref: ActorRef) -> None:
         other = ref._cell.process
-        self._proc.links.discard(other)
-        if other is not None:
-            other.links.discard(self._proc)
+        me = self._proc
+        if me.links is not None:
+            me.links.discard(other)
+        if other is not None and other.links is not None:
+            other.links.discard(me)
 
     def monitor(self, ref: ActorRef) -> Monitor:
+        """One-way: a ``Down`` message when the watched incarnation exits (at once if it is
+        not running)."""
         target = ref._cell.process
         mon = Monitor(ref, target, self._proc)
         if target is None or target.state == EXITED:
-            reason = ref._cell.final_reason or KILLED
+            reason = ref._cell.final_reason or ref._cell.mailbox.closed_reason or KILLED
             self._proc.cell.mailbox.put_signal(Down(ref, reason, mon))
         else:
+            if target.watchers is None:
+                target.watchers = set()
             target.watchers.add(mon)
         return mon
 
     def demonitor(self, monitor: Monitor) -> None:
-        if monitor._target is not None:
-            monitor._target.watchers.discard(monitor)
+        target = monitor._target
+        if target is not None and target.watchers is not None:
+            target.watchers.discard(monitor)
 
 
 _BASE_ON_START = Actor.on_start
+_BASE_ON_STOP = Actor.on_stop
 
 
 class _Process:
-    """One incarnation of an actor: the task that runs it and everything tied to its life."""
+    """One incarnation of an actor: the task that runs it and everything tied to its life.
+
+    The sets are created on first use: most actors never link, monitor or defer (memory per
+    idle actor is one of the benchmark's goals, ``benchmarks/actors.py``)."""
 
     __slots__ = (
         "actor",
         "cell",
+        "crash_reason",
         "current_call",
         "deferred",
         "exited",
         "forced_reason",
-        "kill_scope",
+        "host_scope",
         "links",
         "nursery",
         "on_exit",
+        "ran",
         "reason",
+        "scope",
         "side_scopes",
         "started",
         "state",
@@ -335,13 +427,14 @@ class _Process:
         "tag",
         "watchers",
     )
+    kind_name: ClassVar[str] = "worker"
 
     def __init__(
         self,
         cell: _Cell,
         actor: Any,
         nursery: trio.Nursery,
-        on_exit: Callable[[_Process, ExitReason], None] | None = None,
+        on_exit: Callable[[Any, ExitReason], None] | None = None,
         tag: Any = None,
     ) -> None:
         self.cell = cell
@@ -350,15 +443,18 @@ class _Process:
         self.on_exit = on_exit
         self.tag = tag
         self.state = STARTING
+        self.ran = False  # on_start finished: the start succeeded
         self.stop_reason: ExitReason | None = None
         self.forced_reason: ExitReason | None = None
+        self.crash_reason: ExitReason | None = None
         self.reason: ExitReason | None = None
-        self.kill_scope: trio.CancelScope | None = None
+        self.scope: trio.CancelScope | None = None  # the current phase's: work, then stop
+        self.host_scope: trio.CancelScope | None = None  # a supervisor's children nursery
         self.current_call: _Call | None = None
-        self.deferred: set[_Call] = set()
-        self.links: set[_Process] = set()
-        self.watchers: set[Monitor] = set()
-        self.side_scopes: set[trio.CancelScope] = set()
+        self.deferred: set[_Call] | None = None
+        self.links: set[_Process] | None = None
+        self.watchers: set[Monitor] | None = None
+        self.side_scopes: set[trio.CancelScope] | None = None
         self.started: trio.Event | None = None
         self.exited: trio.Event | None = None
         actor._proc = self
@@ -375,25 +471,63 @@ class _Process:
             return
         if self.forced_reason is None:
             self.forced_reason = reason
-        if self.kill_scope is not None:
-            self.kill_scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
+        else:
+            self._interrupt_idle_wait()
+        if self.host_scope is not None:
+            self.host_scope.cancel()
 
-    def exit_signal(self, source: ActorRef, reason: ExitReason) -> None:
-        """A linked incarnation exited (Erlang semantics: ``normal`` is ignored unless trapped)."""
+    def crash(self, reason: ExitReason) -> None:
+        """End with ``reason`` now, but still run ``on_stop`` (the first crash wins)."""
         if self.state == EXITED:
             return
-        if self.actor.trap_exits:
+        if self.crash_reason is None:
+            self.crash_reason = reason
+        if self.scope is None:
+            self._interrupt_idle_wait()
+        elif self.state != STOPPING:
+            self.scope.cancel()  # the work scope; a crash lets on_stop run
+
+    def _interrupt_idle_wait(self) -> None:
+        # Parked in the first wait (running, no scope yet): the mailbox's receiver is our task.
+        mailbox = self.cell.mailbox
+        task = mailbox._receiver
+        if self.state == RUNNING and task is not None:
+            mailbox._receiver = None
+            reschedule(task, outcome.Error(_Interrupt()))
+
+    def exit_with(self, reason: ExitReason) -> None:
+        """Exit with ``reason`` from outside the message loop: ``KILLED`` is a kill (no
+        ``on_stop``), anything else a crash."""
+        if reason == KILLED:
+            self.kill(reason)
+        else:
+            self.crash(reason)
+
+    def exit_signal(self, source: ActorRef, reason: ExitReason) -> None:
+        """A linked incarnation exited. As in Erlang: trapped, it is a message; otherwise
+        ``NORMAL`` is ignored and any other reason ends this incarnation with that reason."""
+        if self.state == EXITED:
+            return
+        if getattr(self.actor, "trap_exits", False):
             self.cell.mailbox.put_signal(ExitSignal(source, reason))
         elif reason != NORMAL:
-            self.kill(reason)
+            self.exit_with(reason)
+
+    def add_link(self, other: _Process) -> None:
+        if self.links is None:
+            self.links = set()
+        self.links.add(other)
 
     async def wait_started(self) -> ExitReason | None:
-        """None once running; the exit reason if the start failed."""
+        """None once ``on_start`` finished; the exit reason if the start failed."""
         if self.state == STARTING:
             if self.started is None:
                 self.started = trio.Event()
             await self.started.wait()
-        return None if self.state in (RUNNING, STOPPING) or self.reason is None else self.reason
+        # ``ran`` rather than the state: an actor may start and exit before we look.
+        return None if self.ran else self.reason
 
     async def wait_exited(self) -> ExitReason:
         if self.state != EXITED:
@@ -411,131 +545,219 @@ class _Process:
         if self.state == EXITED:
             raise ActorDeadError("the actor has exited", self.reason)
         scope = trio.CancelScope()
+        if self.side_scopes is None:
+            self.side_scopes = set()
         self.side_scopes.add(scope)
-        self.nursery.start_soon(self._side, scope, fn, args)
+        self.nursery.start_soon(self._side, scope, fn, args, name=fn)
 
     async def _side(self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple) -> None:
         try:
             with scope:
                 await fn(*args)
         except Exit as e:
-            self.kill(e.reason)
+            self.exit_with(e.reason)
         except Exception as e:
-            self.kill(Error(e))
+            self.crash(Error(e))
         finally:
-            self.side_scopes.discard(scope)
+            if self.side_scopes is not None:
+                self.side_scopes.discard(scope)
 
+    # -- the task body --------------------------------------------------------------------
+    async def run(self) -> ExitReason:
+        """The task body: the whole life of an incarnation, in one coroutine (for an idle actor
+        a frame is an object more for the GC to walk, and spawning 100,000 actors is mostly
+        GC). A supervisor runs it inside its children's nursery (``run_hosting``), which then
+        does the final bookkeeping; for any other actor ``run`` does it."""
+        final: ExitReason = KILLED  # if cancelled from outside
+        try:
+            if self.forced_reason is not None:
+                return final  # killed before it ran: not even on_start
+            actor = self.actor
+            reason: ExitReason = NORMAL
+            failed: ExitReason | None = None
+            first: Any = _NOTHING
+            looped = False
+            has_on_start = type(actor).on_start is not _BASE_ON_START
+            if not has_on_start:
+                # Nothing to start: running already. Most actors spend their life in this
+                # first wait, which needs no cancel scope.
+                self._started()
+                mailbox = self.cell.mailbox
+                if not mailbox._items and self.stop_reason is None:
+                    mailbox._receiver = current_task()
+                    try:
+                        first = await wait_task_rescheduled(mailbox.abort_get)
+                    except _Interrupt:
+                        pass  # a kill or a crash: the flags say which
+            with trio.CancelScope() as work:
+                self.scope = work
+                if self.crash_reason is not None or self.forced_reason is not None:
+                    work.cancel()
+                try:
+                    if has_on_start:
+                        await actor.on_start()
+                        self._started()
+                except Exit as e:
+                    failed = e.reason
+                except Exception as e:
+                    failed = Error(e)
+                else:
+                    if not work.cancel_called:  # not killed or crashed while idle
+                        looped = True
+                        reason = await self._loop(first)
+            if not looped and first is not _NOTHING and first is not WAKE:
+                # Handed over while idle, never looked at: it stays the oldest message.
+                self.cell.mailbox.requeue_front([first])
+            if self.forced_reason is not None:
+                final = self.forced_reason  # killed: no on_stop
+                return final
+            if not self.ran:
+                # The start failed (or a crash cut it short): no on_stop, as in OTP's init.
+                failed = failed if failed is not None else self.crash_reason
+                final = failed if failed is not None else KILLED
+                return final
+            if self.crash_reason is not None:
+                reason = self.crash_reason
+            call = self.current_call
+            if call is not None:  # a crash interrupted it: answer now, not after on_stop
+                self.current_call = None
+                call.fail(reason)
+            self.state = STOPPING
+            final = reason
+            if type(actor).on_stop is not _BASE_ON_STOP:
+                with trio.CancelScope() as stop:
+                    self.scope = stop
+                    try:
+                        await actor.on_stop(reason)
+                    except Exit as e:
+                        final = e.reason
+                    except Exception as e:
+                        final = Error(e)
+                    else:
+                        # A side task that crashed during on_stop gives its reason. (Killed
+                        # during on_stop: _finish puts KILLED.)
+                        if self.crash_reason is not None:
+                            final = self.crash_reason
+            return final
+        finally:
+            if not self.actor._hosts_children:
+                self._finish(final)
 
-async def run_process(proc: _Process) -> None:
-    """The task body of one incarnation."""
-    reason: ExitReason = KILLED
-    try:
-        reason = await _run(proc)
-    finally:
-        _finish(proc, reason)
-
-
-async def _run(proc: _Process) -> ExitReason:
-    actor = proc.actor
-    reason: ExitReason = NORMAL
-    with trio.CancelScope() as scope:
-        proc.kill_scope = scope
-        if proc.forced_reason is not None:
-            scope.cancel()
-        hosts = getattr(actor, "hosts_children", False)
-        if hosts:
+    async def run_hosting(self) -> None:
+        """The task body of a supervisor: ``run`` inside the nursery of its children, so that
+        none is left when it finishes."""
+        final: ExitReason = KILLED
+        try:
             async with trio.open_nursery() as nursery:
-                actor._children_nursery = nursery
-                reason = await _lifecycle(proc)
-        else:
-            reason = await _lifecycle(proc)
-    # A kill (or a crashed side task) overrides whatever the lifecycle returned.
-    return proc.forced_reason if proc.forced_reason is not None else reason
+                self.actor._children_nursery = nursery
+                self.host_scope = nursery.cancel_scope
+                final = await self.run()
+                # Its on_stop terminated every child it knows of; anything still in the
+                # nursery is one it lost track of (a bug), and must not outlive it or hang
+                # the nursery: cancel it (guarded by test_supervisor.py's no-orphans tests).
+                nursery.cancel_scope.cancel()
+        finally:
+            self._finish(final)
+
+    def _started(self) -> None:
+        self.ran = True
+        self.state = RUNNING
+        if self.started is not None:
+            self.started.set()
+
+    async def _loop(self, pending: Any) -> ExitReason:
+        # The hot path. ``Mailbox.get`` is inlined (one coroutine frame less per message and
+        # per parked idle actor); like it, taking a queued message is a checkpoint, so a busy
+        # actor cannot starve the others. ``pending`` is what the first, scope-less wait got.
+        receive = self.actor.receive
+        mailbox = self.cell.mailbox
+        task = current_task()
+        abort = mailbox.abort_get
+        while self.stop_reason is None:
+            if pending is not _NOTHING:
+                message, pending = pending, _NOTHING
+            elif mailbox._items:
+                await checkpoint()
+                items = mailbox._items
+                if not items or self.stop_reason is not None:
+                    continue  # a stop asked for meanwhile comes before the next message
+                message = items.popleft()
+                if mailbox._senders:
+                    mailbox._admit_senders()
+            else:
+                mailbox._receiver = task
+                message = await wait_task_rescheduled(abort)
+            if type(message) is _Call:
+                self.current_call = message
+                try:
+                    result = await receive(message.message)
+                except Exit as e:
+                    self.current_call = None
+                    message.fail(e.reason)
+                    return e.reason
+                except Exception as e:
+                    reason = Error(e)
+                    self.current_call = None
+                    message.fail(reason)
+                    return reason
+                if self.current_call is message:
+                    self.current_call = None
+                    message.resolve(outcome.Value(result))
+            elif message is WAKE:
+                continue
+            else:
+                try:
+                    await receive(message)
+                except Exit as e:
+                    return e.reason
+                except Exception as e:
+                    return Error(e)
+        if pending is not _NOTHING and pending is not WAKE:
+            self.cell.mailbox.requeue_front([pending])  # a stop came first: keep it queued
+        return self.stop_reason
+
+    def _finish(self, reason: ExitReason) -> None:
+        """Bookkeeping when an incarnation ends: fail its calls, signal links and monitors."""
+        if self.forced_reason is not None:
+            reason = self.forced_reason
+        self.state = EXITED
+        self.reason = reason
+        if self.current_call is not None:
+            self.current_call.fail(reason)
+            self.current_call = None
+        if self.deferred:
+            for call in self.deferred:
+                call.fail(reason)
+            self.deferred.clear()
+        if self.side_scopes:
+            for scope in self.side_scopes:
+                scope.cancel()
+        if self.actor._hosts_children:
+            self.actor._release_children(reason)
+        finish_incarnation(self, reason)
 
 
-async def _lifecycle(proc: _Process) -> ExitReason:
-    actor = proc.actor
-    try:
-        await actor.on_start()
-    except Exit as e:
-        return e.reason
-    except Exception as e:
-        return Error(e)
-    proc.state = RUNNING
-    if proc.started is not None:
-        proc.started.set()
-    reason = await _loop(proc)
-    proc.state = STOPPING
-    try:
-        await actor.on_stop(reason)
-    except Exit as e:
-        reason = e.reason
-    except Exception as e:
-        reason = Error(e)
-    return reason
-
-
-async def _loop(proc: _Process) -> ExitReason:
-    receive = proc.actor.receive
-    mailbox = proc.cell.mailbox
-    while proc.stop_reason is None:
-        message = await mailbox.get()
-        kind = type(message)
-        if kind is _Call:
-            proc.current_call = message
-            try:
-                result = await receive(message.message)
-            except Exit as e:
-                message.fail(e.reason)
-                proc.current_call = None
-                return e.reason
-            except Exception as e:
-                reason = Error(e)
-                message.fail(reason)
-                proc.current_call = None
-                return reason
-            if proc.current_call is message:
-                proc.current_call = None
-                message.resolve(outcome.Value(result))
-        elif message is WAKE:
-            continue
-        else:
-            try:
-                await receive(message)
-            except Exit as e:
-                return e.reason
-            except Exception as e:
-                return Error(e)
-    return proc.stop_reason
-
-
-def _finish(proc: _Process, reason: ExitReason) -> None:
-    """Bookkeeping when an incarnation ends: fail its calls, signal links and monitors."""
-    if proc.forced_reason is not None and reason != proc.forced_reason:
-        reason = proc.forced_reason
-    proc.state = EXITED
-    proc.reason = reason
+def finish_incarnation(proc: Any, reason: ExitReason) -> None:
+    """What every kind of incarnation does last: signal links and monitors, wake waiters, and
+    hand the exit to the supervisor (or close the cell of an unsupervised actor)."""
     cell = proc.cell
     if cell.process is proc:
         cell.process = None
-    if proc.current_call is not None:
-        proc.current_call.fail(reason)
-        proc.current_call = None
-    for call in proc.deferred:
-        call.fail(reason)
-    proc.deferred.clear()
-    for scope in proc.side_scopes:
-        scope.cancel()
     ref = cell.ref
-    for other in proc.links:
-        other.links.discard(proc)
-        other.exit_signal(ref, reason)
-    proc.links.clear()
-    for mon in proc.watchers:
-        watcher = mon._watcher
-        if watcher.state != EXITED:
-            watcher.cell.mailbox.put_signal(Down(ref, reason, mon))
-    proc.watchers.clear()
+    links = proc.links
+    if links:
+        proc.links = None
+        for other in links:
+            if other.links is not None:
+                other.links.discard(proc)
+            other.exit_signal(ref, reason)
+    watchers = proc.watchers
+    if watchers:
+        proc.watchers = None
+        for mon in watchers:
+            watcher = mon._watcher
+            if watcher.state != EXITED:
+                watcher.cell.mailbox.put_signal(Down(ref, reason, mon))
     if proc.started is not None:
         proc.started.set()
     if proc.exited is not None:
@@ -550,10 +772,12 @@ def spawn(
     nursery: trio.Nursery, actor: Actor, *, name: str | None = None, mailbox_size: int | None = None
 ) -> ActorRef:
     """Run ``actor`` as an unsupervised task in ``nursery``; returns at once."""
+    if not isinstance(actor, Actor):
+        raise TypeError(f"spawn needs an Actor instance, not {actor!r}")
     cell = _Cell(name, mailbox_size or actor.mailbox_size)
     proc = _Process(cell, actor, nursery)
     cell.process = proc
-    nursery.start_soon(run_process, proc, name=name or type(actor).__name__)
+    nursery.start_soon(proc.run, name=name or type(actor).__name__)
     return cell.ref
 
 

@@ -14,7 +14,7 @@ __all__ = ["KILLED", "NORMAL", "SHUTDOWN", "Error", "ExitReason", "Killed", "Nor
 
 
 class ExitReason:
-    """Why an actor's incarnation ended. Compare with ``==``; the singletons are also ``is``-safe."""
+    """Why an actor's incarnation ended. Compare with ``==``; the singletons are ``is``-safe."""
 
     __slots__ = ()
     abnormal: bool = False

@@ -9,25 +9,34 @@ come back through ``TrioToken.run_sync_soon``, which never blocks the thread.
 
 Differences from a trio actor, because a thread cannot be cancelled:
 
-* a kill (brutal kill, or a shutdown timeout) takes effect when the current message returns:
-  the thread then stops without ``on_stop`` and the reason is ``KILLED``;
+* a kill (brutal kill, a shutdown timeout, the supervisor itself being cancelled) takes effect
+  when the current message returns: the thread then stops without ``on_stop`` and the reason is
+  ``KILLED``; the trio side waits for that (shielded), so no thread outlives its supervisor;
 * an exception in ``on_receive`` crashes the actor (``Error``), as in OTP, even for a call (pykka
-  would return it to the asker instead); the caller gets ``ActorDeadError``.
+  would return it to the asker instead); the caller gets ``ActorDeadError``. pykka then runs
+  ``on_failure``, not ``on_stop``;
+* messages forwarded to the thread but not handled when it stops go back to the front of the
+  mailbox, so ``KEEP`` loses nothing but the message that crashed.
 
-This relies on two pykka internals, ``Actor._actor_loop`` and ``Actor._handle_receive``
-(pinned by ``pykka>=4.1,<5``; guarded by ``tests/supervisors/test_thread.py``).
+This relies on pykka internals: ``Actor._actor_loop``, ``_actor_loop_setup``,
+``_actor_loop_teardown``, ``_handle_receive``, ``_handle_failure`` and
+``pykka._envelope.Envelope`` (pykka 4; guarded by
+``tests/supervisors/test_thread.py::test_pykka_internals_we_rely_on``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import outcome
 import pykka
 import trio
+from pykka._envelope import Envelope
 
-from ._actor import EXITED, RUNNING, STARTING, STOPPING, _Call, _Cell
+from ._actor import EXITED, RUNNING, STARTING, _Call, _Cell, _Process, finish_incarnation
 from ._mailbox import WAKE
 from ._reasons import KILLED, NORMAL, Error, ExitReason
 
@@ -35,13 +44,17 @@ __all__ = ["ThreadActor"]
 
 
 class _Envelope:
-    __slots__ = ("call", "message")
+    """A mailbox item on its way to the thread: the message and the call to answer, if any."""
 
-    def __init__(self, message: Any, call: _Call | None) -> None:
-        self.message, self.call = message, call
+    __slots__ = ("body", "call")
+
+    def __init__(self, body: Any, call: _Call | None) -> None:
+        self.body, self.call = body, call
 
 
 class _Wake:
+    """Unblocks the thread's ``inbox.get()`` so it sees ``actor_stopped`` (a kill)."""
+
     __slots__ = ()
 
 
@@ -55,6 +68,8 @@ class ThreadActor(pykka.ThreadingActor):
 
     _bridge: ThreadProcess | None = None
     _crash: BaseException | None = None
+    _leftovers: list[_Envelope] | None = None
+    _thread: threading.Thread | None = None
 
     def start_inline(self) -> pykka.ActorRef[Any]:
         """``pykka.Actor.start`` for an instance that exists already (its supervisor made it)."""
@@ -62,71 +77,97 @@ class ThreadActor(pykka.ThreadingActor):
         self._start_actor_loop()
         return self.actor_ref
 
+    # -- pykka's loop, in the thread -------------------------------------------------------
     def _actor_loop(self) -> None:
+        self._thread = threading.current_thread()
         try:
             super()._actor_loop()
         finally:
+            # A kill sets actor_stopped without pykka's _stop: unregister here (idempotent).
+            pykka.ActorRegistry.unregister(self.actor_ref)
             bridge = self._bridge
             if bridge is not None:
-                bridge.thread_exited(self._crash)
+                bridge.post(bridge.thread_exited, self._crash, self._leftovers or [])
 
     def _actor_loop_setup(self) -> None:
-        try:
-            self.on_start()
-        except Exception as e:
-            self._crash = e
-            self._handle_failure(type(e), e, e.__traceback__)
-            return
+        super()._actor_loop_setup()  # on_start; a failure goes through _handle_failure
         bridge = self._bridge
-        if bridge is not None:
+        if bridge is not None and self._crash is None:
             bridge.post(bridge.thread_started)
 
+    def _actor_loop_teardown(self) -> None:
+        # Keep our unhandled envelopes (they go back to the mailbox); pykka fails the rest.
+        inbox = self.actor_inbox
+        ours: list[_Envelope] = []
+        others = []
+        while not inbox.empty():
+            envelope = inbox.get()
+            if type(envelope.message) is _Envelope:
+                ours.append(envelope.message)
+            elif type(envelope.message) is not _Wake:
+                others.append(envelope)
+        for envelope in others:
+            inbox.put(envelope)
+        self._leftovers = ours
+        super()._actor_loop_teardown()
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # pykka calls this for on_start, on_receive (tell), on_stop and on_failure errors.
+        if self._crash is None:
+            self._crash = exception_value
+        super()._handle_failure(exception_type, exception_value, traceback)
+
     def _handle_receive(self, message: Any) -> Any:
-        if type(message) is _Wake:
+        kind = type(message)
+        if kind is _Wake:
             return None
-        if type(message) is not _Envelope:
+        if kind is not _Envelope:
             return super()._handle_receive(message)
         bridge = self._bridge
-        call = message.call
+        assert bridge is not None
         try:
-            result = self.on_receive(message.message)
+            result = self.on_receive(message.body)
         except Exception as e:
-            self._crash = e
-            if call is not None and bridge is not None:
-                bridge.post(call.fail, Error(e))
-            raise
-        finally:
-            if bridge is not None:
-                bridge.post(bridge.window_released)
-        if call is not None and bridge is not None:
-            bridge.post(call.resolve, outcome.Value(result))
+            bridge.post(bridge.handled, message.call, None, Error(e))
+            raise  # pykka: _handle_failure, on_failure, the loop ends
+        bridge.post(bridge.handled, message.call, result, None)
         return None
 
 
-class ThreadProcess:
+class ThreadProcess(_Process):
     """One incarnation of a ``ThreadActor`` under a supervisor: a pump task and a thread."""
 
+    __slots__ = (
+        "_in_flight",
+        "_leftovers",
+        "_pump_scope",
+        "_pykka_ref",
+        "_thread_crash",
+        "_thread_exited",
+        "_token",
+        "_window",
+    )
     kind_name = "thread"
 
-    def __init__(self, cell: _Cell, actor: ThreadActor, nursery: trio.Nursery, on_exit: Any):
-        self.cell = cell
-        self.actor = actor
-        self.nursery = nursery
-        self.on_exit = on_exit
-        self.tag: Any = None
-        self.state = STARTING
-        self.reason: ExitReason | None = None
-        self.stop_reason: ExitReason | None = None
-        self.forced_reason: ExitReason | None = None
+    def __init__(
+        self, cell: _Cell, actor: ThreadActor, nursery: trio.Nursery, on_exit: Any
+    ) -> None:
+        super().__init__(cell, actor, nursery, on_exit)
         self._token = trio.lowlevel.current_trio_token()
-        self._started = trio.Event()
-        self._exited = trio.Event()
-        self._done = trio.Event()
+        self.started = trio.Event()
+        self.exited = trio.Event()
+        self._thread_exited = trio.Event()
         self._pump_scope = trio.CancelScope()
-        self._slots = trio.Semaphore(max(1, actor.window))
+        self._window = trio.Semaphore(max(1, actor.window))
         self._in_flight: set[_Call] = set()
         self._pykka_ref: pykka.ActorRef[Any] | None = None
         self._thread_crash: BaseException | None = None
+        self._leftovers: list[_Envelope] = []
         actor._bridge = self
 
     # -- called from the thread (through run_sync_soon) ----------------------------------
@@ -139,40 +180,41 @@ class ThreadProcess:
     def thread_started(self) -> None:
         if self.state == STARTING:
             self.state = RUNNING
-        self._started.set()
+        self.ran = True
+        assert self.started is not None
+        self.started.set()
 
-    def window_released(self) -> None:
-        self._slots.release()
+    def handled(self, call: _Call | None, result: Any, crash: ExitReason | None) -> None:
+        self._window.release()
+        if call is not None:
+            self._in_flight.discard(call)
+            if crash is None:
+                call.resolve(outcome.Value(result))
+            else:
+                call.fail(crash)
 
-    def thread_exited(self, crash: BaseException | None) -> None:
-        self.post(self._thread_exited, crash)
-
-    def _thread_exited(self, crash: BaseException | None) -> None:
+    def thread_exited(self, crash: BaseException | None, leftovers: list[_Envelope]) -> None:
         self._thread_crash = crash
-        self._exited.set()
+        self._leftovers = leftovers
+        self._thread_exited.set()
 
-    # -- the supervisor's interface ----------------------------------------------------------
-    def needs_start_wait(self) -> bool:
-        return True
-
-    async def wait_started(self) -> ExitReason | None:
-        await self._started.wait()
-        return None if self.state in (RUNNING, STOPPING) else self.reason
-
-    async def wait_exited(self) -> ExitReason:
-        while self.state != EXITED:
-            await self._done.wait()
-        assert self.reason is not None
-        return self.reason
-
+    # -- requests from outside ----------------------------------------------------------
     def request_stop(self, reason: ExitReason) -> None:
         if self.state == EXITED or self.stop_reason is not None:
             return
         self.stop_reason = reason
-        self.state = STOPPING if self.state == RUNNING else self.state
-        self.cell.mailbox.wake()
+        self.cell.mailbox.wake()  # the pump stops forwarding
         if self._pykka_ref is not None:
+            # Queued behind the forwarded window: those messages are handled first.
             self._pykka_ref.stop(block=False)
+
+    def crash(self, reason: ExitReason) -> None:
+        # A thread cannot be interrupted: a crash (an exit signal) is a stop with that reason.
+        if self.state == EXITED:
+            return
+        if self.crash_reason is None:
+            self.crash_reason = reason
+        self.request_stop(reason)
 
     def kill(self, reason: ExitReason = KILLED) -> None:
         if self.state == EXITED:
@@ -180,20 +222,30 @@ class ThreadProcess:
         if self.forced_reason is None:
             self.forced_reason = reason
         self._pump_scope.cancel()
-        # The thread cannot be interrupted: wake it if idle, and make its loop end after the
-        # current message without on_stop (pykka checks actor_stopped between messages).
         if self._pykka_ref is not None:
-            try:
-                self._pykka_ref.tell(_Wake())
-            except pykka.ActorDeadError:
-                pass
-        self.actor.actor_stopped.set()
+            self._stop_thread_now()
 
-    async def run(self) -> None:
+    def _stop_thread_now(self) -> None:
+        # pykka checks actor_stopped between messages: set it first, then wake an idle thread
+        # (straight into the inbox: tell() refuses a stopped actor).
+        self.actor.actor_stopped.set()
+        self.actor.actor_inbox.put(Envelope(_Wake()))
+
+    # -- the task body ------------------------------------------------------------------
+    async def run(self) -> ExitReason:
         reason: ExitReason = KILLED
         try:
-            self._pykka_ref = self.actor.start_inline()
+            try:
+                self._pykka_ref = self.actor.start_inline()
+            except Exception as e:
+                reason = Error(e)
+                return reason
+            if self.forced_reason is not None:
+                self._stop_thread_now()
+            elif self.stop_reason is not None:
+                self._pykka_ref.stop(block=False)
             reason = await self._supervise()
+            return reason
         finally:
             self._finish(reason)
 
@@ -201,53 +253,76 @@ class ThreadProcess:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump)
             try:
+                await self._thread_exited.wait()
+            except trio.Cancelled:
+                # Our task is cancelled (the supervisor was killed): the thread must still end
+                # before we do, or it would be an orphan.
+                self.kill(KILLED)
                 with trio.CancelScope(shield=True):
-                    await self._exited.wait()
+                    await self._thread_exited.wait()
+                raise
             finally:
                 self._pump_scope.cancel()
         if self.forced_reason is not None:
             return self.forced_reason
         if self._thread_crash is not None:
             return Error(self._thread_crash)
+        if self.crash_reason is not None:
+            return self.crash_reason
         if self.stop_reason is not None:
             return self.stop_reason
         return NORMAL
 
     async def _pump(self) -> None:
         mailbox = self.cell.mailbox
+        inbox = self.actor.actor_inbox
+        in_flight = self._in_flight
+        window = self._window
         with self._pump_scope:
-            await self._started.wait()
+            assert self.started is not None
+            await self.started.wait()
             while self.stop_reason is None:
-                await self._slots.acquire()
+                await window.acquire()
                 message = await mailbox.get()
                 if message is WAKE:
-                    self._slots.release()
+                    window.release()
                     continue
-                call = message if type(message) is _Call else None
-                if call is not None:
-                    self._in_flight.add(call)
-                    body = call.message
+                if type(message) is _Call:
+                    in_flight.add(message)
+                    inbox.put(Envelope(_Envelope(message.message, message)))
                 else:
-                    body = message
-                assert self._pykka_ref is not None
-                try:
-                    self._pykka_ref.tell(_Envelope(body, call))
-                except pykka.ActorDeadError:
-                    if call is not None:
-                        call.fail(None, "the thread actor stopped")
-                    return
+                    inbox.put(Envelope(_Envelope(message, None)))
 
     def _finish(self, reason: ExitReason) -> None:
+        if self.forced_reason is not None:
+            reason = self.forced_reason
         self.state = EXITED
         self.reason = reason
-        if self.cell.process is self:
-            self.cell.process = None
+        # Forwarded but never handled: back to the front of the mailbox, in order. The thread
+        # is gone, so what is still in its inbox (a put that raced its teardown) is ours too.
+        leftovers = list(self._leftovers)
+        inbox = self.actor.actor_inbox
+        if not self.actor.actor_stopped.is_set():
+            self.actor.actor_stopped.set()  # the thread never ran: make tell() refuse
+        while not inbox.empty():
+            envelope = inbox.get_nowait()
+            if type(envelope.message) is _Envelope:
+                leftovers.append(envelope.message)
+        requeue = []
+        for item in leftovers:
+            if item.call is not None:
+                self._in_flight.discard(item.call)
+                requeue.append(item.call)
+            else:
+                requeue.append(item.body)
+        self.cell.mailbox.requeue_front(requeue)
         for call in self._in_flight:
             call.fail(reason)
         self._in_flight.clear()
-        self._started.set()
-        self._done.set()
-        if self.on_exit is not None:
-            self.on_exit(self, reason)
-        else:
-            self.cell.close(reason)
+        # The thread's last act was to tell us it exited; let it finish returning, so that
+        # once the supervisor is gone no thread of its is in threading.enumerate() (a wait of
+        # microseconds, bounded all the same).
+        thread = self.actor._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        finish_incarnation(self, reason)

@@ -181,7 +181,14 @@ class HttpServer:
                         PrefixedStream(stream, head),
                         max_message_size=self.max_message_size,
                     )
-                    await self.on_websocket(request)
+                    try:
+                        await self.on_websocket(request)
+                    finally:
+                        # As serve_websocket does: close the socket when its handler is done
+                        # (this also ends the library's reader task in the nursery).
+                        with trio.move_on_after(1.0):
+                            await request._connection.aclose()
+                        nursery.cancel_scope.cancel()
                 return
             request = HttpRequest(
                 event.method.decode(), event.target.decode("latin-1"), headers, conn, stream

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import WebSocketRequest
 
 import supervisors as sv
 from actorchat.auth import TokenSigner
@@ -31,6 +31,7 @@ from actorchat.config import Settings
 from actorchat.store import StoreUnavailable
 
 from ._connection import ConnectionActor
+from ._http import HttpRequest, HttpResponse, HttpServer, text
 from ._messages import OutFrame
 from ._registry import Registry
 from ._storage import StoreActor, StoreClient, StoreFront, check_database
@@ -55,6 +56,7 @@ class Node:
         self.metrics: collections.Counter[str] = collections.Counter()
         self.listening = trio.Event()
         self.tree_ready = trio.Event()
+        self.front: StoreFront | None = None
 
     @staticmethod
     def wall() -> float:
@@ -103,7 +105,12 @@ class Node:
         )
 
     def _make_front(self) -> StoreFront:
-        return StoreFront(self._store_ref)
+        self.front = StoreFront(self._store_ref)
+        return self.front
+
+    def store_down(self) -> bool:
+        """The store front's last hop to the database failed (readiness)."""
+        return self.front is None or self.front.down
 
     async def _tree(self) -> sv.SupervisorRef:
         # Children start before open_supervisor hands us the root's ref: wait for it.
@@ -196,7 +203,7 @@ class Node:
 
 
 class _Status:
-    """A ``task_status`` for ``serve_websocket`` run as a side task."""
+    """A ``task_status`` for a server run as a side task."""
 
     def __init__(self, on_started: Any) -> None:
         self.on_started = on_started
@@ -223,14 +230,20 @@ class GatewayActor(sv.Actor):
 
     async def _serve(self) -> None:
         settings = self.node.settings
-        await serve_websocket(
-            self._handler,
-            settings.host,
-            settings.port,
-            ssl_context=None,
-            max_message_size=settings.max_frame_bytes * 2 + 1024,
-            task_status=_Status(self._started),
+        server = HttpServer(
+            self._handler, self._http, max_message_size=settings.max_frame_bytes * 2 + 1024
         )
+        await server.serve(settings.host, settings.port, task_status=_Status(self._started))
+
+    async def _http(self, request: HttpRequest) -> HttpResponse:
+        """Plain HTTP beside the WebSocket: health for load balancers and orchestrators."""
+        if request.path == "/healthz":
+            return text(200, "ok\n")
+        if request.path == "/readyz":
+            front = self.node.sup.whereis("storefront") if self.node.sup is not None else None
+            down = front is None or self.node.store_down()
+            return text(503, "store unavailable\n") if down else text(200, "ready\n")
+        return text(404, "not found\n")
 
     async def _handler(self, request: WebSocketRequest) -> None:
         ws = await request.accept()

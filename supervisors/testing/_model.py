@@ -26,10 +26,15 @@ Simplifications, where OTP's behaviour depends on timing that a test cannot cont
   ``try_again_restart`` never occur.
 * Workers stop at once when asked, so shutdown timeouts never run out; ``brutal_kill`` only
   changes whether the worker's ``on_stop`` runs (it does not: the exit is ``KILLED``).
-* Supervisor children are shut down with ``infinity`` (a killed supervisor leaves its subtree to
-  the exit signals of links, which this model does not follow).
+* Supervisor children are shut down with ``infinity``. A supervisor that is killed
+  (:class:`ChildExit` ``"killed"``) takes its whole subtree down at once and no ``on_stop``
+  runs in it, as trio cancels the subtree. (In OTP the links' exit signals do it, and workers
+  that trap exits would run ``terminate/2``.)
 * A ``simple_one_for_one`` supervisor terminates its children concurrently: their stops are a
   :class:`Parallel` block, one branch per child, in no defined order between branches.
+* Exits that happen together (:class:`Burst`) reach the supervisor in any order; the
+  supervisor handles them one at a time, and an exit whose child it has meanwhile terminated
+  or restarted is consumed (``unlink_flush``), as in OTP.
 * Time is in whole seconds (OTP's ``erlang:monotonic_time(1)``) and moves only by
   :class:`AdvanceClock`: a step takes no time.
 * ``terminate_child`` of a ``simple_one_for_one`` child that is already gone answers ``ok``
@@ -40,12 +45,14 @@ Simplifications, where OTP's behaviour depends on timing that a test cannot cont
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 __all__ = [
     "AdvanceClock",
+    "Burst",
     "ChildExit",
     "ChildModel",
     "Command",
@@ -59,9 +66,11 @@ __all__ = [
     "Step",
     "SupervisorModel",
     "TerminateChild",
+    "count_children",
     "flatten_events",
     "initial_state",
     "step",
+    "step_alternatives",
     "stop_root",
 ]
 
@@ -127,12 +136,19 @@ class SupervisorModel:
 
 @dataclass(frozen=True)
 class ChildExit:
-    """The child at ``path`` exits with ``reason`` on its own (a worker), or, for a supervisor,
-    stops itself: terminates its children and exits ``shutdown`` (``reason`` must be
-    ``"shutdown"``)."""
+    """The child at ``path`` exits with ``reason`` on its own. A supervisor can only stop
+    (``"shutdown"``: it terminates its children first) or be killed (``"killed"``)."""
 
     path: Path
     reason: Reason
+
+
+@dataclass(frozen=True)
+class Burst:
+    """The workers at ``paths``, children of one supervisor, are killed at once. Their exits
+    reach the supervisor in an order the model does not know: see :func:`step_alternatives`."""
+
+    paths: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -168,7 +184,7 @@ class AdvanceClock:
 
 
 Command: TypeAlias = (
-    ChildExit | StartChild | TerminateChild | RestartChild | DeleteChild | AdvanceClock
+    ChildExit | Burst | StartChild | TerminateChild | RestartChild | DeleteChild | AdvanceClock
 )
 
 
@@ -205,6 +221,7 @@ class ChildState:
     spec: ChildModel
     running: bool = False
     sup: SupState | None = None  # the running child supervisor
+    dead: bool = False  # gone, but its exit is not handled yet (a Burst)
 
 
 @dataclass
@@ -298,6 +315,8 @@ def step(state: ModelState, command: Command) -> Step:
     if isinstance(command, ChildExit):
         result = _child_exit(state, command, events)
         return Step(state, tuple(events), result)
+    if isinstance(command, Burst):
+        return _burst(state, command, command.paths)
     sup = state.supervisor_at(command.sup)
     if sup is None:
         return Step(state, (), "skipped")
@@ -310,6 +329,37 @@ def step(state: ModelState, command: Command) -> Step:
     else:
         result = _api_delete_child(sup, command)
     return Step(state, tuple(events), result)
+
+
+def step_alternatives(state: ModelState, command: Command) -> list[Step]:
+    """Every outcome OTP allows: one for most commands; for a :class:`Burst`, one for each
+    order in which the exits may reach the supervisor (the same outcome only once)."""
+    if not isinstance(command, Burst) or state.root is None:
+        return [step(state, command)]
+    outcomes: dict[str, Step] = {}
+    for order in itertools.permutations(command.paths):
+        outcome = _burst(copy.deepcopy(state), command, order)
+        outcomes.setdefault(repr((outcome.events, outcome.state)), outcome)
+    return list(outcomes.values())
+
+
+def _burst(state: ModelState, command: Burst, order: tuple[Path, ...]) -> Step:
+    events: list[EventItem] = []
+    victims = [state.child_at(path) for path in command.paths]
+    if any(c is None or not c.running or c.sup is not None for c in victims):
+        return Step(state, (), "skipped")
+    if len({path[:-1] for path in command.paths}) != 1:
+        return Step(state, (), "skipped")
+    for child in victims:
+        assert child is not None
+        child.dead = True
+    for path in order:
+        child = state.child_at(path)
+        if child is None or not child.dead:
+            continue  # consumed: its supervisor terminated or restarted it meanwhile
+        child.running, child.dead = False, False
+        _exited(state, path, "killed", events)
+    return Step(state, tuple(events), None)
 
 
 def stop_root(state: ModelState) -> Step:
@@ -346,6 +396,10 @@ def _shutdown(child: ChildState, sup_path: Path, events: list[EventItem]) -> Non
     if not child.running:
         return
     path = (*sup_path, child.id)
+    if child.dead:
+        # OTP: shutdown/1 of a dead pid gets its 'EXIT' in unlink_flush: the exit is consumed.
+        child.running, child.dead = False, False
+        return
     if child.sup is not None:
         _terminate_children(child.sup, path, events)
     elif child.spec.shutdown != "brutal_kill":
@@ -387,9 +441,10 @@ def _child_exit(state: ModelState, command: ChildExit, events: list[EventItem]) 
     if child is None or not child.running:
         return "skipped"
     if child.sup is not None:
-        if command.reason != "shutdown":
+        if command.reason not in ("shutdown", "killed"):
             return "skipped"
-        _terminate_children(child.sup, command.path, events)
+        if command.reason == "shutdown":
+            _terminate_children(child.sup, command.path, events)
     elif command.reason != "killed":
         events.append(("stop", command.path))
     child.running, child.sup = False, None
@@ -444,6 +499,15 @@ def _do_auto_shutdown(sup: SupState, child: ChildState) -> bool:
     if sup.simple:
         return not sup.children
     return not any(c.running and c.spec.significant for c in sup.children)
+
+
+def count_children(sup: SupState) -> tuple[int, int, int, int]:
+    """supervisor.erl: handle_call(count_children): specs, active, supervisors, workers. A
+    simple_one_for_one supervisor has one spec (the template) and counts its instances."""
+    active = sum(1 for c in sup.children if c.running)
+    supervisors = sum(1 for c in sup.children if c.spec.kind == "supervisor")
+    specs = 1 if sup.simple else len(sup.children)
+    return specs, active, supervisors, len(sup.children) - supervisors
 
 
 def add_restart(restarts: list[int], now: int, period: int) -> list[int]:
@@ -507,7 +571,7 @@ def _api_terminate_child(sup: SupState, command: TerminateChild, events: list[Ev
         return "simple_one_for_one"
     child = sup.find(command.id)
     if child is None:
-        return "ok" if sup.simple else "not_found"
+        return "ok" if sup.simple else "not_found"  # OTP: a dead pid terminates fine
     _shutdown(child, command.sup, events)
     _del_child(sup, child)
     return "ok"

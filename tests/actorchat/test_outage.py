@@ -253,7 +253,13 @@ async def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def unique_by_mid(client: Client) -> list[tuple[str, str]]:
     """(from, id) of every delivery once deduplicated by mid, in arrival order."""
-    return [(d["from"], d["id"]) for d in client.unique_deliveries()]
+    seen: set[str] = set()
+    out = []
+    for d in client.deliveries:
+        if d["mid"] not in seen:
+            seen.add(d["mid"])
+            out.append((d["from"], d["id"]))
+    return out
 
 
 def check_no_duplicates(recipient: Client, sender: TimedClient, name: str) -> None:

@@ -64,3 +64,28 @@ async def test_http_and_websocket_share_one_port() -> None:
             assert await ws.get_message() == "echo:hi"
         assert seen == ["/healthz", "/nope", "/up", "/up"]
         nursery.cancel_scope.cancel()
+
+
+async def test_node_answers_health_and_readiness_beside_the_websocket(tmp_path) -> None:
+    from actorchat.config import Settings
+    from actorchat.node import Node
+
+    settings = Settings(
+        port=0, database_url=f"sqlite+aiosqlite:///{tmp_path}/h.db", secret=b"s" * 32
+    )
+    node = Node(settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        assert node.port
+        assert (await _http(node.port, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")).startswith(
+            b"HTTP/1.1 200"
+        )
+        ready = await _http(node.port, b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert ready.startswith(b"HTTP/1.1 200"), ready
+        async with open_websocket_url(f"ws://127.0.0.1:{node.port}/") as ws:
+            await ws.send_message('{"type":"ping"}')
+            assert await ws.get_message() == '{"type":"pong"}'
+        assert node.sup is not None
+        node.sup.stop()
+        await node.sup.wait()
+        nursery.cancel_scope.cancel()
