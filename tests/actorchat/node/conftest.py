@@ -9,6 +9,7 @@ every node it started, the tree in reverse order, as SIGTERM does.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,13 +28,30 @@ from actorchat.node import Node
 
 
 @pytest.fixture
-async def start_node(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
+def dialect(request: pytest.FixtureRequest) -> tuple[str | None, str | None]:
+    """(database_url, schema) for ``start_node``: SQLite unless a module parametrises it
+    (``pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)``), in which
+    case the PostgreSQL run gets a fresh schema of its own (the ``pg_url`` fixture's rules:
+    skipped with a hint where no server answers, failed under ACTORCHAT_REQUIRE_POSTGRES=1)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None, None
+    pg = request.getfixturevalue("pg_url")
+    return pg.url, f"{pg.schema}_{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def start_node(
+    tmp_path: Path, dialect: tuple[str | None, str | None]
+) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
     nodes: list[Node] = []
+    url, schema = dialect
     async with trio.open_nursery() as nursery:
 
         async def start(**overrides: Any) -> Node:
             user_linger = overrides.pop("user_linger", None)
-            node = Node(make_settings(tmp_path, **overrides))
+            if url is not None:
+                overrides.setdefault("database_url", url)
+            node = Node(make_settings(tmp_path, **overrides), db_schema=schema)
             if user_linger is not None:
                 node.user_linger = user_linger
             await nursery.start(node.run)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import supervisors as sv
 from actorchat.config import Settings
 from actorchat.node import Node
@@ -32,6 +34,10 @@ FAST: dict[str, Any] = {
     "idle_timeout": 120.0,
     "log_level": "WARNING",
 }
+
+
+#: For ``pytest.mark.parametrize("dialect", DIALECTS, indirect=True)`` (see conftest.py).
+DIALECTS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 import trio
 from client import Client, ConnectionLost, Inbox, new_id
-from node_harness import restarted
+from node_harness import DIALECTS, restarted
 
 import supervisors as sv
+
+# Every line of the delivery contract, on both stores.
+pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)
 
 
 def injected() -> sv.Error:

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 import trio
 from client import Client, new_id
-from node_harness import restarted, stop_node
+from node_harness import DIALECTS, restarted, stop_node
 
 from actorchat.node import DeliveryQueue, _registry
 from actorchat.node._messages import Tick
 from actorchat.store import StoreUnavailable
+
+# Every line of the delivery contract, on both stores.
+pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)
 
 
 async def _users(port: int, *names: str) -> None:
