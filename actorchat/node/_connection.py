@@ -49,6 +49,11 @@ def error_text(code: p.ErrorCode, message: str, ref: str | None = None) -> str:
 
 
 class ConnectionActor(sv.Actor):
+    # Items to write (deliveries, accepted ids, receipts, answers), coalesced into frames by
+    # the writer. Other actors treat a full mailbox as a stalled socket and close it, so the
+    # bound is generous for bursts: a reading client never fills it.
+    mailbox_size = 10_000
+
     def __init__(self, ws: WebSocketConnection, node: Node) -> None:
         self.ws = ws
         self.node = node
@@ -150,11 +155,11 @@ class ConnectionActor(sv.Actor):
             await self.ws.aclose(code, reason)
         self.stop()
 
-    def out(self, text: str) -> None:
-        try:
-            self.ref.send_nowait(OutFrame(text))
-        except sv.MailboxFull:
-            self.ref.kill()
+    async def out(self, text: str) -> None:
+        """Queue a frame of our own (an answer to the client): if the writer is behind, the
+        reader waits, so this client's own traffic slows down instead of being cut off. Only
+        frames from other actors (``Node.notify``) treat a full mailbox as a stalled socket."""
+        await self.ref.send(OutFrame(text))
 
     # -- the reader -----------------------------------------------------------------------------
     async def _reader(self) -> None:
@@ -172,7 +177,7 @@ class ConnectionActor(sv.Actor):
             event = self.session.receive(data, trio.current_time())
             if isinstance(event, p.ErrorEvent):
                 self.node.metrics["errors"] += 1
-                self.out(p.encode(event.to_frame()))
+                await self.out(p.encode(event.to_frame()))
                 if event.close:
                     self.ref.send_nowait(Kick(4003, event.message[:120]))
                     return
@@ -180,7 +185,7 @@ class ConnectionActor(sv.Actor):
             try:
                 await self._handle(event)
             except StoreUnavailable:
-                self.out(
+                await self.out(
                     error_text(
                         E.UNAVAILABLE,
                         "storage is unavailable; try again",
@@ -200,7 +205,7 @@ class ConnectionActor(sv.Actor):
             if self.mailbox_ref is not None:
                 await self._to_mailbox(ReadMail(tuple(frame.mids)))  # type: ignore[union-attr]
         elif kind is p.Ping:
-            self.out(p.encode(p.Pong()))
+            await self.out(p.encode(p.Pong()))
         elif kind is p.Register:
             await self._register(frame)  # type: ignore[arg-type]
         elif kind is p.Login:
@@ -208,14 +213,14 @@ class ConnectionActor(sv.Actor):
             stored = await node.store.read("get_password_hash", user)
             ok = await trio.to_thread.run_sync(verify_password, frame.password, stored)  # type: ignore[union-attr]
             if not ok:
-                self.out(error_text(E.BAD_CREDENTIALS, "wrong user or password", frame.id))
+                await self.out(error_text(E.BAD_CREDENTIALS, "wrong user or password", frame.id))
                 return
             await self._welcome(user)
         elif kind is p.Resume:
             try:
                 user = node.signer.verify(frame.token, node.wall())  # type: ignore[union-attr]
             except BadToken as e:
-                self.out(error_text(E.BAD_CREDENTIALS, f"bad token: {e}", frame.id))
+                await self.out(error_text(E.BAD_CREDENTIALS, f"bad token: {e}", frame.id))
                 return
             await self._welcome(user)
         elif kind is p.Typing:
@@ -224,7 +229,7 @@ class ConnectionActor(sv.Actor):
                 node.notify_now(to, p.encode(p.TypingNotice(from_=self.user, state=frame.state)))  # type: ignore[union-attr,arg-type]
         else:
             what = getattr(frame, "type", kind.__name__)
-            self.out(
+            await self.out(
                 error_text(
                     E.NOT_ALLOWED,
                     f"{what} is not available on this node yet",
@@ -244,10 +249,10 @@ class ConnectionActor(sv.Actor):
         hashed = await trio.to_thread.run_sync(hash_password, frame.password)
         created = await self.node.store.read("create_user", frame.user, hashed, self.node.wall())
         if not created:
-            self.out(error_text(E.USER_EXISTS, f"user {frame.user} exists", frame.id))
+            await self.out(error_text(E.USER_EXISTS, f"user {frame.user} exists", frame.id))
             return
         self.node.registry.known_users.add(frame.user)
-        self.out(p.encode(p.Registered(user=frame.user)))
+        await self.out(p.encode(p.Registered(user=frame.user)))
 
     async def _welcome(self, user: str) -> None:
         node = self.node
@@ -262,7 +267,7 @@ class ConnectionActor(sv.Actor):
         self.session.authenticated(user)
         self.user = user
         # welcome is queued before the mailbox can queue any delivery: it goes out first.
-        self.out(p.encode(p.Welcome(user=user, token=token)))
+        await self.out(p.encode(p.Welcome(user=user, token=token)))
         node.registry.connection_arrived(user, self.ref)
         self.mailbox_ref = mailbox
         await self._to_mailbox(Attach(self.ref))
@@ -271,14 +276,14 @@ class ConnectionActor(sv.Actor):
         node = self.node
         assert self.user is not None
         if frame.group is not None:
-            self.out(
+            await self.out(
                 error_text(E.NO_SUCH_GROUP, "groups are not available on this node yet", frame.id)
             )
             return
         to = frame.to
         assert to is not None
         if not await node.registry.user_exists(to):
-            self.out(error_text(E.NO_SUCH_USER, f"no user {to}", frame.id))
+            await self.out(error_text(E.NO_SUCH_USER, f"no user {to}", frame.id))
             return
         media = msgspec.json.encode(frame.media).decode() if frame.media is not None else None
         message = Incoming(self.user, frame.id, frame.body, None, media)
@@ -291,7 +296,7 @@ class ConnectionActor(sv.Actor):
             except sv.CallTimeout:
                 break
             if taken is False:  # the mailbox sheds load: its store is behind
-                self.out(
+                await self.out(
                     error_text(
                         E.UNAVAILABLE,
                         f"{to} has too much mail waiting for storage; send it again later",
@@ -301,4 +306,6 @@ class ConnectionActor(sv.Actor):
                 return
             node.metrics["received"] += 1
             return
-        self.out(error_text(E.UNAVAILABLE, "the recipient's mailbox is not answering", frame.id))
+        await self.out(
+            error_text(E.UNAVAILABLE, "the recipient's mailbox is not answering", frame.id)
+        )
