@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from actorchat.store import DedupeRow, MailRow, StoreBatch
 
@@ -98,6 +99,7 @@ class DeliveryQueue:
         self.recent: OrderedDict[int, tuple[str, str, str | None]] = OrderedDict()  # acked
         self.attached = False
         self.loaded = False
+        self.in_flight = 0  # delivered on the current connection, not acknowledged yet
         self.conn: object | None = None  # the attached connection's ref (kept across restarts)
         self.to_store: OrderedDict[int, Item] = OrderedDict()  # owed to the store, by key
 
@@ -166,6 +168,7 @@ class DeliveryQueue:
         self.attached = True
         for item in self.items.values():
             item.sent_at = None
+        self.in_flight = 0
         fx = Effects()
         self._fill(fx, now)
         return fx
@@ -178,21 +181,23 @@ class DeliveryQueue:
             item.sent_at = None
             if not item.stored:
                 fx.store.append(item)
+        self.in_flight = 0
         return fx
 
-    def _in_flight(self) -> int:
-        return sum(1 for item in self.items.values() if item.sent_at is not None)
-
     def _fill(self, fx: Effects, now: float) -> None:
-        if not self.attached:
+        # Items go out in key order, so the ones in flight are always the first
+        # ``in_flight`` items: skip them in C (islice) instead of scanning in Python on every
+        # message and ack (the benchmark's profile found that scan).
+        room = self.window - self.in_flight
+        if not self.attached or room <= 0:
             return
-        room = self.window - self._in_flight()
-        for item in self.items.values():
+        for item in islice(self.items.values(), self.in_flight, None):
             if room <= 0:
                 break
             if item.sent_at is None:
                 item.sent_at = now
                 fx.deliver.append(item)
+                self.in_flight += 1
                 room -= 1
 
     # -- acknowledgements -----------------------------------------------------------------
@@ -208,6 +213,8 @@ class DeliveryQueue:
             item = self.items.pop(key, None)
             if item is None:
                 continue  # acknowledged before, or not this user's: nothing to do
+            if item.sent_at is not None:
+                self.in_flight -= 1
             fx.accept(item)
             fx.delivered.setdefault(item.sender, []).append(item.id)
             self.floor = max(self.floor, key)

@@ -50,6 +50,7 @@ class UserActor(sv.Actor):
         self.work = trio.Event()
         self.idle_since: float | None = None
         self.conn_monitor: sv.Monitor | None = None
+        self.ticker_wakeup = trio.Event()
 
     async def on_start(self) -> None:
         self.start_task(self._storage)
@@ -68,6 +69,13 @@ class UserActor(sv.Actor):
                 self.queue.conn = None
 
     async def receive(self, message: Any) -> Any:
+        try:
+            return await self._receive(message)
+        finally:
+            if not self.ticker_wakeup.is_set() and not self._quiet():
+                self.ticker_wakeup.set()
+
+    async def _receive(self, message: Any) -> Any:
         now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
@@ -181,9 +189,25 @@ class UserActor(sv.Actor):
         else:
             self.idle_since = None
 
+    def _quiet(self) -> bool:
+        """Connected with nothing pending: no timer is needed until something arrives."""
+        queue = self.queue
+        return (
+            queue.attached
+            and not queue.items
+            and not queue.to_store
+            and not queue.spilling
+            and not queue.paging
+        )
+
     async def _ticker(self) -> None:
+        # Idle connected users are most users: they park here instead of waking every period
+        # (the benchmark measured ~5% of a core per 1,000 idle users with a timer each).
         period = min(1.0, self.node.settings.ack_timeout / 2)
         while True:
+            if self._quiet():
+                self.ticker_wakeup = trio.Event()
+                await self.ticker_wakeup.wait()
             await trio.sleep(period)
             try:
                 self.ref.send_nowait(Tick())
