@@ -171,7 +171,6 @@ class StoreStats:
     last_batch_rows: int = 0
     last_batch_seconds: float = 0.0
     failures: int = 0
-    available: bool = True
 
 
 class StoreFront(sv.Actor):
@@ -241,14 +240,12 @@ class StoreFront(sv.Actor):
         except (sv.ActorDeadError, sv.CallTimeout) as e:
             error = StoreUnavailable(f"the store is not answering: {e}")
             self.stats.failures += 1
-            self.stats.available = False
             for p in pending:
                 if p.reply is not None:
                     p.reply.fail(error)
                 elif type(p.request) is Write:
                     self._queue.append(p)  # write-behind: keep it for the next hop
             return False
-        self.stats.available = not isinstance(written, Exception)
         for p in writes:
             if p.reply is None:
                 if isinstance(written, Exception):
