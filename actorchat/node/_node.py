@@ -32,6 +32,7 @@ from actorchat.store import StoreUnavailable
 
 from ._connection import ConnectionActor
 from ._http import HttpRequest, HttpResponse, HttpServer, text
+from ._janitor import Janitor
 from ._messages import OutFrame
 from ._registry import Registry
 from ._storage import StoreActor, StoreClient, StoreFront, check_database
@@ -101,6 +102,8 @@ class Node:
                 sv.ChildSpec("users", users_spec, kind=sv.SUPERVISOR),
                 sv.ChildSpec("connections", connections_spec, kind=sv.SUPERVISOR),
                 sv.ChildSpec("gateway", GatewayActor, (self,), shutdown=5.0),
+                # Last, so that under rest_for_one its restart touches nothing else.
+                sv.ChildSpec("janitor", Janitor, (self,), shutdown=1.0),
             ],
         )
 
