@@ -113,6 +113,7 @@ class UserActor(sv.Actor):
     async def on_stop(self, reason: sv.ExitReason) -> None:
         # Shutdown (SIGTERM) or idle: whatever is not stored yet goes to the store now, so it
         # is accepted and survives the restart.
+        # (Written here, inline: not through _owe, which would wake the storage task too.)
         for item in self.queue.unstored():
             self.queue.to_store.setdefault(item.key, item)
         with trio.move_on_after(self.node.settings.ack_timeout):
@@ -154,9 +155,8 @@ class UserActor(sv.Actor):
                 if conn is not None:
                     conn.kill()
                 self._detach()
-        for item in fx.store:
-            self.queue.to_store.setdefault(item.key, item)
-        if fx.store or fx.page_in:
+        self._owe(fx.store)
+        if fx.page_in:
             self.work.set()
         for sender, ids in fx.accepted.items():
             node.notify(sender, OutAccepted(tuple(ids)))
@@ -172,10 +172,7 @@ class UserActor(sv.Actor):
         wall, ack_timeout = self.node.wall(), self.node.settings.ack_timeout
         self._apply(queue.overdue(wall, ack_timeout))
         if not queue.attached:
-            for item in queue.unstored():
-                queue.to_store.setdefault(item.key, item)
-            if queue.to_store:
-                self.work.set()
+            self._owe(queue.unstored())
         if queue.idle() and not queue.to_store and not queue.paging:
             if self.idle_since is None:
                 self.idle_since = now
@@ -215,6 +212,13 @@ class UserActor(sv.Actor):
                 pass
 
     # -- the store ----------------------------------------------------------------------------
+    def _owe(self, items: list[Item]) -> None:
+        """These items must reach the store: queue them (once each) and wake the writer."""
+        for item in items:
+            self.queue.to_store.setdefault(item.key, item)
+        if self.queue.to_store:
+            self.work.set()
+
     async def _storage(self) -> None:
         backoff = 0.05
         while True:
@@ -241,12 +245,9 @@ class UserActor(sv.Actor):
         for item in [item for item in queue.to_store.values() if self._acked_unstored(item)]:
             del queue.to_store[item.key]
         items: list[Item] = list(queue.to_store.values())[:WRITE_BATCH]
-        rows = [item.row(self.name) for item in items if not item.stored]
-        dedupe = [
-            DedupeRow(item.sender, item.id, self.name, item.key, item.ts)
-            for item in items
-            if not item.stored
-        ]
+        unstored = [item for item in items if not item.stored]
+        rows = [item.row(self.name) for item in unstored]
+        dedupe = [DedupeRow(i.sender, i.id, self.name, i.key, i.ts) for i in unstored]
         try:
             if rows:
                 await self.node.store.write(StoreBatch(put_mail=rows, put_dedupe=dedupe))
