@@ -83,6 +83,8 @@ class ConnectionActor(sv.Actor):
     def _leave(self) -> None:
         if self.user is not None:
             self.node.registry.connection_gone(self.user, self.ref)
+            for hook in self.node.on_leave:  # features: presence (synchronous, no await)
+                hook(self, self.user)
             if self.mailbox_ref is not None:
                 try:
                     self.mailbox_ref.send_nowait(Detach(self.ref))
@@ -242,6 +244,9 @@ class ConnectionActor(sv.Actor):
                 await self.out(error_text(E.BAD_CREDENTIALS, f"bad token: {e}", frame.id))
                 return
             await self._welcome(user)
+        elif kind in node.frame_handlers:
+            # A feature's frames (groups, presence, typing): handled in the feature's module.
+            await node.frame_handlers[kind](self, frame)
         elif kind is p.Typing:
             to = frame.to  # type: ignore[union-attr]
             if to is not None:
@@ -290,14 +295,21 @@ class ConnectionActor(sv.Actor):
         node.registry.connection_arrived(user, self.ref)
         self.mailbox_ref = mailbox
         await self._to_mailbox(Attach(self.ref))
+        for hook in node.on_welcome:  # features: group memberships, presence
+            await hook(self, user)
 
     async def _send(self, frame: p.Send) -> None:
         node = self.node
         assert self.user is not None
         if frame.group is not None:
-            await self.out(
-                error_text(E.NO_SUCH_GROUP, "groups are not available on this node yet", frame.id)
-            )
+            if node.group_send is None:
+                await self.out(
+                    error_text(
+                        E.NO_SUCH_GROUP, "groups are not available on this node yet", frame.id
+                    )
+                )
+                return
+            await node.group_send(self, frame)
             return
         to = frame.to
         assert to is not None

@@ -20,6 +20,7 @@ import collections
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -31,7 +32,7 @@ from actorchat.config import Settings
 from actorchat.store import StoreUnavailable
 
 from ._connection import ConnectionActor
-from ._http import HttpRequest, HttpResponse, HttpServer, text
+from ._http import HttpHandler, HttpRequest, HttpResponse, HttpServer, text
 from ._janitor import Janitor
 from ._messages import OutFrame
 from ._registry import Registry
@@ -58,6 +59,41 @@ class Node:
         self.listening = trio.Event()
         self.tree_ready = trio.Event()
         self.front: StoreFront | None = None
+        # Features plug in here, each from its own module, rather than editing the connection
+        # actor: handlers for their client frame types (called with the connection actor and
+        # the frame, after welcome), the handler of `send` frames with a `group`, and hooks
+        # run after a welcome (async) and when a connection leaves its user (sync).
+        self.frame_handlers: dict[type, Callable[[Any, Any], Awaitable[None]]] = {}
+        self.group_send: Callable[[Any, Any], Awaitable[None]] | None = None
+        self.on_welcome: list[Callable[[Any, str], Awaitable[None]]] = []
+        self.on_leave: list[Callable[[Any, str], None]] = []
+        # Plain HTTP beside the WebSocket: path prefix -> handler, longest prefix wins.
+        # Features register here (health below; media, metrics, the chat page elsewhere).
+        self.http_routes: dict[str, HttpHandler] = {}
+        self.add_route("/healthz", self._healthz)
+        self.add_route("/readyz", self._readyz)
+
+    def add_route(self, prefix: str, handler: HttpHandler) -> None:
+        """Serve plain HTTP requests whose path is ``prefix`` or starts with ``prefix + "/"``
+        (``"/"`` alone matches only the root). The handler answers with an ``HttpResponse``."""
+        self.http_routes[prefix] = handler
+
+    def route(self, path: str) -> HttpHandler | None:
+        """Pure: the handler for a path (the longest matching prefix), or None."""
+        matching = [
+            prefix
+            for prefix in self.http_routes
+            if path == prefix or (prefix != "/" and path.startswith(prefix.rstrip("/") + "/"))
+        ]
+        return self.http_routes[max(matching, key=len)] if matching else None
+
+    async def _healthz(self, request: HttpRequest) -> HttpResponse:
+        return text(200, "ok\n")
+
+    async def _readyz(self, request: HttpRequest) -> HttpResponse:
+        front = self.sup.whereis("storefront") if self.sup is not None else None
+        down = front is None or self.store_down()
+        return text(503, "store unavailable\n") if down else text(200, "ready\n")
 
     @staticmethod
     def wall() -> float:
@@ -239,14 +275,11 @@ class GatewayActor(sv.Actor):
         await server.serve(settings.host, settings.port, task_status=_Status(self._started))
 
     async def _http(self, request: HttpRequest) -> HttpResponse:
-        """Plain HTTP beside the WebSocket: health for load balancers and orchestrators."""
-        if request.path == "/healthz":
-            return text(200, "ok\n")
-        if request.path == "/readyz":
-            front = self.node.sup.whereis("storefront") if self.node.sup is not None else None
-            down = front is None or self.node.store_down()
-            return text(503, "store unavailable\n") if down else text(200, "ready\n")
-        return text(404, "not found\n")
+        """Plain HTTP beside the WebSocket, routed by path (``Node.add_route``)."""
+        handler = self.node.route(request.path)
+        if handler is None:
+            return text(404, "not found\n")
+        return await handler(request)
 
     async def _handler(self, request: WebSocketRequest) -> None:
         ws = await request.accept()

@@ -89,3 +89,25 @@ async def test_node_answers_health_and_readiness_beside_the_websocket(tmp_path) 
         node.sup.stop()
         await node.sup.wait()
         nursery.cancel_scope.cancel()
+
+
+def test_routes_match_the_longest_prefix_and_whole_segments() -> None:
+    from actorchat.config import Settings
+    from actorchat.node import Node
+
+    node = Node(Settings(database_url="sqlite+aiosqlite:///:memory:"))
+
+    async def a(request: object) -> object: ...
+    async def b(request: object) -> object: ...
+    async def root(request: object) -> object: ...
+
+    node.add_route("/media", a)
+    node.add_route("/media/special", b)
+    node.add_route("/", root)
+    assert node.route("/media") is a
+    assert node.route("/media/abc") is a
+    assert node.route("/media/special/x") is b
+    assert node.route("/mediaX") is None
+    assert node.route("/") is root
+    assert node.route("/other") is None
+    assert node.route("/healthz") == node._healthz

@@ -27,8 +27,10 @@ FUTURE = "ffff_from_the_future"
 
 def test_revisions_are_one_line_ending_in_head() -> None:
     script = _script()
-    assert script.get_heads() == [head_revision()] == ["0001"]
-    assert [s.revision for s in script.walk_revisions()][-1] == "0001"
+    assert script.get_heads() == [head_revision()]
+    revisions = [s.revision for s in script.walk_revisions()]  # head first
+    assert revisions[-1] == "0001"
+    assert revisions == sorted(revisions, reverse=True)  # numbered in order, no branches
 
 
 def test_upgrade_from_empty(empty_db) -> None:

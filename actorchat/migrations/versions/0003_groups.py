@@ -1,0 +1,24 @@
+"""Groups and their members (issue 7).
+
+Placeholder revision: empty until its feature fills it in. Keeps the revision chain linear
+while the features are built side by side.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28
+"""
+
+from __future__ import annotations
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
