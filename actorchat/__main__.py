@@ -1,4 +1,6 @@
-"""``python -m actorchat``: run a node (default), ``migrate``, or ``chat`` (a terminal client)."""
+"""``python -m actorchat``: run a node (default), ``migrate``, ``chat`` (a terminal client), or
+``tree`` (a running node's supervision tree, from its admin endpoint), or ``cluster`` (the
+members of a cluster, from its database)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,21 @@ def main(argv: list[str] | None = None) -> int:
         return chat_main(argv[1:])
     if argv and argv[0] == "migrate":
         return _migrate(argv[1:])
+    if argv and argv[0] == "cluster":
+        from actorchat.cluster._cli import main as cluster_main
+
+        return cluster_main(argv[1:])
+    if argv and argv[0] == "tree":
+        from actorchat.tree import main as tree_main
+
+        return tree_main(argv[1:])
     from actorchat.config import parse_settings
 
     settings = parse_settings(argv, os.environ)  # --help and bad values exit here, cheaply
+    from actorchat.logs import configure_logging
     from actorchat.node import Node, run_until_signal
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format, settings.node_name)
     if settings.ephemeral_secret:
         logging.getLogger("actorchat").warning(
             "no --secret / ACTORCHAT_SECRET: tokens will not survive a restart"

@@ -23,6 +23,9 @@ __all__ = ["Settings", "SettingsError", "normalize_database_url", "parse_setting
 _LIMITS = SessionLimits()
 _DEFAULT_PORT = 8765
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+BLOB_STORES = ("fs", "s3")
+_ZERO_OK = ("port", "admin_port")  # 0: any free port
 _NODE_NAME = re.compile(r"\A[A-Za-z0-9_.\-]{1,64}\Z")
 
 
@@ -64,14 +67,38 @@ class Settings:
     send_stall_timeout: float = 30.0
     max_media_bytes: int = 16 * 1024 * 1024
     media_dir: str = "actorchat-media"
+    # Media blobs (docs/operations.md): the filesystem under media_dir, or an S3-compatible
+    # bucket (credentials from the usual AWS environment variables / profile / role).
+    blob_store: str = "fs"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
     migrate: bool = True
     db_pool_size: int = 5
     db_statement_timeout: float = 5.0
     db_wait: float = 30.0
+    # The cluster (docs/operations.md, "Cluster"): on with a secret, off (one node) without.
+    cluster_secret: bytes | None = field(default=None, repr=False)
+    cluster_lease: float = 5.0
+    """Seconds a member's lease lasts; renewed every lease/4. A node down is seen within it."""
+    cluster_address: str | None = None
+    """The ws:// URL peers dial for this node's link (default ws://HOST:PORT/cluster/link)."""
+    presence_grace: float = 5.0
+    """Seconds a user whose last connection closed still counts as online (no flap)."""
+    # Operations (docs/operations.md): log format, TLS, the admin listener.
+    log_format: str = "text"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    admin_port: int | None = None
+    """The admin listener (``/admin/tree``) is off unless a port is set (0: any free port)."""
+    admin_host: str = "127.0.0.1"
+    admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError("port", "must be between 0 and 65535")
+        self._check_operations()
+        self._check_blob_store()
         if not _NODE_NAME.match(self.node_name):
             raise SettingsError("node_name", "1 to 64 letters, digits, `_`, `-` or `.`")
         if self.log_level not in LOG_LEVELS:
@@ -82,8 +109,48 @@ class Settings:
             raise SettingsError("max_body_bytes", "must not be over max_frame_bytes")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if type(value) in (int, float) and f.name != "port" and not value > 0:
+            if type(value) in (int, float) and f.name not in _ZERO_OK and not value > 0:
                 raise SettingsError(f.name, "must be positive")
+
+    def _check_operations(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("tls_cert", "tls_key") if self.tls_key is None else (
+                "tls_key", "tls_cert")
+            raise SettingsError(
+                given,
+                f"needs --{missing.replace('_', '-')} (or {_env_name(missing)}) too: "
+                "a certificate and its private key go together",
+            )
+        if self.admin_port is None:
+            return
+        if not 0 <= self.admin_port <= 65535:
+            raise SettingsError("admin_port", "must be between 0 and 65535")
+        if self.admin_port and self.admin_port == self.port:
+            raise SettingsError("admin_port", "must differ from --port")
+        if self.admin_token is None:
+            raise SettingsError(
+                "admin_port",
+                "the admin listener needs a token: set ACTORCHAT_ADMIN_TOKEN "
+                "(or --admin-token) to at least 16 characters",
+            )
+        if len(self.admin_token) < 16:
+            raise SettingsError("admin_token", "must be at least 16 characters")
+
+    def _check_blob_store(self) -> None:
+        if self.blob_store not in BLOB_STORES:
+            raise SettingsError("blob_store", f"must be one of {', '.join(BLOB_STORES)}")
+        if self.blob_store != "s3":
+            return
+        if not self.s3_bucket:
+            raise SettingsError(
+                "blob_store", "s3 needs a bucket: --s3-bucket (or ACTORCHAT_S3_BUCKET)"
+            )
+        from actorchat.blobs import boto3_missing
+
+        if (why := boto3_missing()) is not None:
+            raise SettingsError("blob_store", why)
 
     def session_limits(self) -> SessionLimits:
         """The per-connection limits for `actorchat.protocol.ServerSession`."""
@@ -163,6 +230,18 @@ def _log_level(text: str) -> str:
     return text.upper()
 
 
+def _blob_store(text: str) -> str:
+    if text.strip().lower() not in BLOB_STORES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {BLOB_STORES})")
+    return text.strip().lower()
+
+
+def _log_format(text: str) -> str:
+    if text.strip().lower() not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {LOG_FORMATS})")
+    return text.strip().lower()
+
+
 def _database_url(text: str) -> str:
     try:
         return normalize_database_url(text.strip())
@@ -227,6 +306,14 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("send_stall_timeout", _duration, "close a socket whose full queue drains nothing for this"),
     ("max_media_bytes", _size, "largest media upload; larger ones get 413"),
     ("media_dir", _text, "directory of the filesystem blob store"),
+    ("blob_store", _blob_store, "where media blobs go: fs (--media-dir) or s3 (--s3-bucket)"),
+    ("s3_bucket", _text, "bucket of the s3 blob store"),
+    (
+        "s3_endpoint_url",
+        _text,
+        "URL of an S3-compatible server (MinIO, Ceph...); unset: AWS S3",
+    ),
+    ("s3_region", _text, "region of the s3 bucket (or AWS_DEFAULT_REGION)"),
     (
         "migrate",
         _bool,
@@ -236,9 +323,41 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("db_pool_size", _positive_int, "database connections the store keeps open"),
     ("db_statement_timeout", _duration, "longest a database statement may run"),
     (
+        "cluster_secret",
+        _secret,
+        "join the cluster of the nodes on the same database that share this secret "
+        "(at least 16 bytes; prefer the environment variable); default: no cluster",
+    ),
+    ("cluster_lease", _duration, "membership lease: a node silent this long is down"),
+    (
+        "cluster_address",
+        _text,
+        "the ws:// URL other nodes dial for this node's link "
+        "(default ws://HOST:PORT/cluster/link)",
+    ),
+    (
         "db_wait",
         _duration,
         "at start, how long to keep retrying an unreachable database before exiting",
+    ),
+    (
+        "presence_grace",
+        _duration,
+        "a user whose last connection closed is shown offline after this (no flap on reconnect)",
+    ),
+    ("log_format", _log_format, "text (one readable line per event) or json (one object a line)"),
+    ("tls_cert", _text, "PEM certificate (chain) file: serve wss:// and https:// directly"),
+    ("tls_key", _text, "PEM private key file of --tls-cert"),
+    (
+        "admin_port",
+        _number(int, inclusive=True),
+        "port of the admin listener (`python -m actorchat tree`); off when unset",
+    ),
+    ("admin_host", _text, "address of the admin listener (keep it on loopback or a private net)"),
+    (
+        "admin_token",
+        _text,
+        "bearer token the admin listener requires (prefer the environment variable)",
     ),
 )
 
@@ -256,7 +375,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     defaults = Settings()
     for name, convert, help_text in _OPTIONS:
-        default = "" if name in ("secret", "node_name") else f"; default {getattr(defaults, name)}"
+        hidden = name in ("secret", "node_name", "admin_token", "cluster_secret")
+        default = "" if hidden else f"; default {getattr(defaults, name)}"
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,

@@ -182,6 +182,9 @@ class Generator:
         self.corker = Corker(self.loop)
         self.host = args.host
         self.port = args.port
+        # Several nodes of a cluster (--ports): session i uses port (i // 2) mod len, so in the
+        # relay ring (i sends to i+1) every other message crosses nodes.
+        self.ports = [int(p) for p in args.ports.split(",")] if args.ports else [args.port]
         self.sources = args.sources.split(",") if args.sources else [None]
         self.next_source = 0
         self.secret = args.secret.encode() if args.secret else None
@@ -244,6 +247,9 @@ class Generator:
             return mint_token(self.secret, name)
         return name
 
+    def port_of(self, index: int) -> int:
+        return self.ports[(index // 2) % len(self.ports)]
+
     def source(self) -> str | None:
         src = self.sources[self.next_source % len(self.sources)]
         self.next_source += 1
@@ -253,7 +259,7 @@ class Generator:
         session.client = await connect(
             self.corker,
             self.host,
-            self.port,
+            self.port_of(session.index),
             source=self.source(),
             timeout=timeout,
             on_message=session.on_message,
@@ -337,6 +343,7 @@ class Relay(Generator):
         self.duplicates = 0
         self.out_of_order = 0
         self.latencies: list[int] = []
+        self.cross_latencies: list[int] = []  # sender and recipient on different nodes
         self.sending = False
         self.closed_loop = args.rate is None
         self.t0 = self.t1 = 0
@@ -396,6 +403,8 @@ class Relay(Generator):
             ts = int(it.body[:20])
             if t0 <= ts <= t1:
                 self.latencies.append(now - ts)
+                if len(self.ports) > 1 and self.port_of(sender) != self.port_of(session.index):
+                    self.cross_latencies.append(now - ts)
             touched.append(sender)
         session.client.send_text(  # type: ignore[union-attr]
             '{"type":"ack","mids":' + json.dumps(mids) + "}"
@@ -518,6 +527,7 @@ class Relay(Generator):
             "skipped_open_loop": self.skipped,
             "loadgen_cpu": (cpu1 - cpu0) / max(1e-9, wall1 - wall0),
             "latency": lat,
+            "cross_node_latency": percentiles(self.cross_latencies),
             "counts": dict(self.counts),
             "first_error": self.first_error,
         }
@@ -792,6 +802,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, required=True)
+        p.add_argument("--ports", default="", help="cluster nodes: session i on (i // 2) mod n")
         p.add_argument("--system", default="actorchat", help="actorchat or a peer's name")
         p.add_argument("--secret", default="", help="the node's --secret (actorchat tokens)")
         p.add_argument("--sources", default="", help="loopback source addresses, comma separated")

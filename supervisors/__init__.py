@@ -60,6 +60,7 @@ from ._strategy import RestartIntensity as RestartIntensity
 from ._supervisor import ChildCounts as ChildCounts
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import SupervisorRef as SupervisorRef
+from ._supervisor import SupervisorStats as SupervisorStats
 from ._supervisor import TreeSnapshot as TreeSnapshot
 from ._supervisor import open_supervisor as open_supervisor
 from ._thread import ThreadActor as ThreadActor
@@ -119,6 +120,7 @@ __all__ = [
     "SupervisorGone",
     "SupervisorRef",
     "SupervisorSpec",
+    "SupervisorStats",
     "SupervisorsError",
     "ThreadActor",
     "TreeSnapshot",

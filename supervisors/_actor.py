@@ -316,6 +316,9 @@ class Actor:
 
     mailbox_size: ClassVar[int] = 1000
     trap_exits: ClassVar[bool] = False
+    #: Shown beside the id in ``snapshot()`` (say, which user a dynamic child serves: the
+    #: children of a simple_one_for_one supervisor share their template's id).
+    label: str | None = None
     #: A supervisor runs its children in a nursery inside its own task (``_supervisor``).
     _hosts_children: ClassVar[bool] = False
     _proc: _Process

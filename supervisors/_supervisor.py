@@ -60,7 +60,14 @@ from ._spec import (
 from ._strategy import RestartIntensity, children_to_restart, should_auto_shutdown, should_restart
 from ._thread import ThreadActor, ThreadProcess
 
-__all__ = ["ChildCounts", "ChildInfo", "SupervisorRef", "TreeSnapshot", "open_supervisor"]
+__all__ = [
+    "ChildCounts",
+    "ChildInfo",
+    "SupervisorRef",
+    "SupervisorStats",
+    "TreeSnapshot",
+    "open_supervisor",
+]
 
 log = logging.getLogger("supervisors")
 
@@ -97,6 +104,10 @@ class TreeSnapshot:
     restarts: int
     mailbox_depth: int
     children: tuple[TreeSnapshot, ...] = ()
+    child_restarts: int = 0
+    """A supervisor's: restarts it performed over its life (of children since gone, too)."""
+    label: str | None = None
+    """A worker's ``label`` attribute, if it set one (``Actor.label``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,8 +116,25 @@ class TreeSnapshot:
             "state": self.state,
             "restarts": self.restarts,
             "mailbox_depth": self.mailbox_depth,
+            "child_restarts": self.child_restarts,
+            "label": self.label,
             "children": [c.to_dict() for c in self.children],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorStats:
+    """One supervisor of a tree, for metrics: cheaper than a ``TreeSnapshot`` (no object per
+    child), so it can be taken often of a tree with 100,000 actors."""
+
+    path: tuple[str, ...]
+    """Ids from the root (the root's name first); children of a simple_one_for_one supervisor
+    share their template's id, so several supervisors can have one path."""
+    restarts: int
+    """Restarts this supervisor performed since it started (of children since gone, too)."""
+    children: int
+    mailbox_depths: tuple[int, ...]
+    """Messages waiting in each child's mailbox, in child order."""
 
 
 class _Child:
@@ -161,6 +189,9 @@ class _Supervisor(Actor):
         self.flags = spec.flags
         self.simple = spec.flags.strategy is SIMPLE_ONE_FOR_ONE
         self.intensity = RestartIntensity(spec.flags.intensity, spec.flags.period)
+        # Restarts this incarnation performed, of children gone since included: a monotonic
+        # count for metrics (``TreeSnapshot.child_restarts``).
+        self.restarts_done = 0
         # Start order (static) or spawn order (simple), keyed by cell: O(1) removal matters
         # with 100,000 dynamic children.
         self.children: dict[_Cell, _Child] = {}
@@ -412,6 +443,7 @@ class _Supervisor(Actor):
             return
         if self.simple or self.flags.strategy is ONE_FOR_ONE:
             child.cell.restarts += 1
+            self.restarts_done += 1
             if await self._start(child) is not None:
                 child.state = RESTARTING_STATE
                 self._proc.cell.mailbox.put_signal(_TryAgain(child))
@@ -428,6 +460,7 @@ class _Supervisor(Actor):
             if not self._has(c):
                 continue  # a temporary child removed by the termination
             c.cell.restarts += 1
+            self.restarts_done += 1
             if await self._start(c) is not None:
                 c.state = RESTARTING_STATE
                 self._proc.cell.mailbox.put_signal(_TryAgain(c))
@@ -531,6 +564,18 @@ class _Supervisor(Actor):
         specs = 1 if self.simple else len(self.children)
         return ChildCounts(specs, active, sups, workers)
 
+    def stats(self, path: tuple[str, ...], out: list[SupervisorStats]) -> None:
+        depths = []
+        nested = []
+        for c in self.children.values():
+            depths.append(len(c.cell.mailbox))
+            proc = c.proc
+            if proc is not None and isinstance(proc.actor, _Supervisor):
+                nested.append((c.cell.name if self.simple else c.id, proc.actor))
+        out.append(SupervisorStats(path, self.restarts_done, len(self.children), tuple(depths)))
+        for child_id, sup in nested:
+            sup.stats((*path, str(child_id)), out)
+
     def snapshot(self, name: Hashable) -> TreeSnapshot:
         kids = []
         for c in self.children.values():
@@ -546,13 +591,22 @@ class _Supervisor(Actor):
                         c.cell.restarts,
                         inner.mailbox_depth,
                         inner.children,
+                        inner.child_restarts,
                     )
                 )
             else:
                 kind = proc.kind_name if proc is not None else c.spec.kind.value
                 state = RUNNING_STATE if proc is not None else c.state
+                label = getattr(proc.actor, "label", None) if proc is not None else None
                 kids.append(
-                    TreeSnapshot(child_id, kind, state, c.cell.restarts, len(c.cell.mailbox))
+                    TreeSnapshot(
+                        child_id,
+                        kind,
+                        state,
+                        c.cell.restarts,
+                        len(c.cell.mailbox),
+                        label=label if isinstance(label, str) else None,
+                    )
                 )
         return TreeSnapshot(
             name,
@@ -561,6 +615,7 @@ class _Supervisor(Actor):
             self._proc.cell.restarts,
             len(self._proc.cell.mailbox),
             tuple(kids),
+            self.restarts_done,
         )
 
 
@@ -629,6 +684,12 @@ class SupervisorRef:
 
     def snapshot(self) -> TreeSnapshot:
         return self._sup.snapshot(self.ref.name)
+
+    def supervisor_stats(self) -> list[SupervisorStats]:
+        """This supervisor and every supervisor under it, parents first (for metrics)."""
+        out: list[SupervisorStats] = []
+        self._sup.stats((str(self.ref.name),), out)
+        return out
 
     def is_alive(self) -> bool:
         return self._sup._proc.state != EXITED

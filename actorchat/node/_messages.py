@@ -63,6 +63,15 @@ class OutReceipt:
     status: str
     by: str
     ids: tuple[str, ...]
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutReceipts:
+    """Many receipts at once, (status, by, group, ids) each: a group actor gathers its
+    members' receipts for one sender, so a big group's acks do not flood that connection."""
+
+    items: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)

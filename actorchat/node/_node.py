@@ -6,6 +6,7 @@
     ├── store       StoreActor (thread, asyncio loop, SQLAlchemy async engine)
     ├── storefront  StoreFront (group commit in front of the thread)
     ├── users       simple_one_for_one: UserActor per user with mail or a connection
+    ├── groups      simple_one_for_one: GroupActor per group in use (_groups.py)
     ├── connections simple_one_for_one (temporary): ConnectionActor per WebSocket
     └── gateway     GatewayActor: the listening socket
 
@@ -31,13 +32,19 @@ from actorchat.auth import TokenSigner
 from actorchat.config import Settings
 from actorchat.store import StoreUnavailable
 
+from ._admin import admin_children
 from ._connection import ConnectionActor
+from ._groups import groups_spec, install_groups
 from ._http import HttpHandler, HttpRequest, HttpResponse, HttpServer, text
 from ._janitor import Janitor
+from ._media import install_media
 from ._messages import OutFrame
+from ._ops import install_operations, readiness
+from ._presence_node import PresenceActor, install_presence
 from ._registry import Registry
 from ._storage import StoreActor, StoreClient, StoreFront, check_database
 from ._user import UserActor
+from ._web import install_web
 
 log = logging.getLogger("actorchat.node")
 
@@ -72,6 +79,20 @@ class Node:
         self.http_routes: dict[str, HttpHandler] = {}
         self.add_route("/healthz", self._healthz)
         self.add_route("/readyz", self._readyz)
+        install_operations(self)  # /metrics, TLS context, readiness probe (_ops.py)
+        # WebSocket upgrades by exact path, beside the client endpoint (the cluster's links).
+        self.ws_routes: dict[str, Callable[[WebSocketRequest], Awaitable[None]]] = {}
+        # The cluster (issue 6): only with a cluster secret; None costs nothing per message.
+        self.cluster: Any = None
+        self.fenced = False  # the cluster lease may have lapsed: write no mail (see cluster)
+        if settings.cluster_secret is not None:
+            from actorchat.cluster import install
+
+            install(self)
+        install_groups(self)  # groups: node.groups, their frames, group sends (issue 7)
+        self.media = install_media(self)  # POST /media, GET /media/M; its blob store
+        self.presence = install_presence(self)  # subscribe, presence, last seen, typing
+        install_web(self)  # the chat page at / (and its files under /app/)
 
     def add_route(self, prefix: str, handler: HttpHandler) -> None:
         """Serve plain HTTP requests whose path is ``prefix`` or starts with ``prefix + "/"``
@@ -91,9 +112,8 @@ class Node:
         return text(200, "ok\n")
 
     async def _readyz(self, request: HttpRequest) -> HttpResponse:
-        front = self.sup.whereis("storefront") if self.sup is not None else None
-        down = front is None or self.store_down()
-        return text(503, "store unavailable\n") if down else text(200, "ready\n")
+        ready, why = await readiness(self)  # store reachable, cluster joined (_ops.py)
+        return text(200 if ready else 503, why + "\n")
 
     @staticmethod
     def wall() -> float:
@@ -135,13 +155,27 @@ class Node:
                     shutdown=30.0,
                 ),
                 sv.ChildSpec("storefront", self._make_front, shutdown=30.0),
+                *self._cluster_spec(),
                 sv.ChildSpec("users", users_spec, kind=sv.SUPERVISOR),
+                sv.ChildSpec("groups", groups_spec, kind=sv.SUPERVISOR),
                 sv.ChildSpec("connections", connections_spec, kind=sv.SUPERVISOR),
                 sv.ChildSpec("gateway", GatewayActor, (self,), shutdown=5.0),
                 # Last, so that under rest_for_one its restart touches nothing else.
                 sv.ChildSpec("janitor", Janitor, (self,), shutdown=1.0),
+                # Presence: grace timer and connection monitors (its state is on the node).
+                sv.ChildSpec("presence", PresenceActor, (self.presence,), shutdown=10.0),
+                *admin_children(self),  # the admin listener, with --admin-port (_admin.py)
             ],
         )
+
+    def _cluster_spec(self) -> list[sv.ChildSpec]:
+        # Before the users: on a stop every mailbox stores what it holds while the links are
+        # still up, and only then does the cluster end its lease.
+        if self.cluster is None:
+            return []
+        from actorchat.cluster import ClusterActor
+
+        return [sv.ChildSpec("cluster", ClusterActor, (self,), shutdown=10.0)]
 
     def _make_front(self) -> StoreFront:
         self.front = StoreFront(self._store_ref)
@@ -181,6 +215,8 @@ class Node:
         user is not connected: the sender's client retries unaccepted ids on reconnect."""
         conn = self.registry.connections.get(user)
         if conn is None:
+            if self.cluster is not None:  # connected to another node, perhaps
+                self.cluster.notify_remote(user, message)
             return
         try:
             conn.send_nowait(message)
@@ -270,7 +306,10 @@ class GatewayActor(sv.Actor):
     async def _serve(self) -> None:
         settings = self.node.settings
         server = HttpServer(
-            self._handler, self._http, max_message_size=settings.max_frame_bytes * 2 + 1024
+            self._handler,
+            self._http,
+            max_message_size=settings.max_frame_bytes * 2 + 1024,
+            ssl_context=self.node.ssl_context,  # --tls-cert/--tls-key (_ops.py)
         )
         await server.serve(settings.host, settings.port, task_status=_Status(self._started))
 
@@ -282,6 +321,10 @@ class GatewayActor(sv.Actor):
         return await handler(request)
 
     async def _handler(self, request: WebSocketRequest) -> None:
+        route = self.node.ws_routes.get(request.path)
+        if route is not None:
+            await route(request)
+            return
         ws = await request.accept()
         try:
             ref = await (await self.node.connections()).start_child((ws, self.node))
@@ -299,9 +342,13 @@ async def run_until_signal(node: Node) -> None:
             store = _safe_url(node.settings.database_url)
             print(
                 f"actorchat node {node.settings.node_name} listening on "
-                f"ws://{node.settings.host}:{node.port}/ (store: {store})",
+                f"{'wss' if node.ssl_context else 'ws'}://{node.settings.host}:{node.port}/ "
+                f"(store: {store})",
                 flush=True,
             )
+            if node.admin_port is not None:
+                host = node.settings.admin_host
+                print(f"admin endpoint on http://{host}:{node.admin_port}/admin/tree", flush=True)
             async for signum in signals:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 print(f"stopping on {signal.Signals(signum).name}...", flush=True)

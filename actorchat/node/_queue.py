@@ -62,11 +62,22 @@ class Effects:
     write_behind: StoreBatch | None = None
     page_in: bool = False  # fetch the next page of stored mail, then call paged()
     refused: bool = False  # not taken: the store is behind; tell the sender `unavailable`
+    # A group message's copies: (group, sender) -> ids. `accepted` goes to the group actor
+    # (the sender hears it once every member's copy is safe); receipts carry the group.
+    # None until used, so 1:1 traffic builds no more dicts than before.
+    group_accepted: dict[tuple[str, str], list[str]] | None = None
+    group_delivered: dict[tuple[str, str], list[str]] | None = None
+    group_read: dict[tuple[str, str], list[str]] | None = None
 
     def accept(self, item: Item) -> None:
         if not item.accepted:
             item.accepted = True
-            self.accepted.setdefault(item.sender, []).append(item.id)
+            if item.group is None:
+                self.accepted.setdefault(item.sender, []).append(item.id)
+            else:
+                if self.group_accepted is None:
+                    self.group_accepted = {}
+                self.group_accepted.setdefault((item.group, item.sender), []).append(item.id)
 
 
 class DeliveryQueue:
@@ -141,7 +152,10 @@ class DeliveryQueue:
             item = self.items.get(key) or self.spilling.get(key)
             if item is None or item.accepted:
                 # delivered, stored or acknowledged before: accepted again, never queued twice
-                fx.accepted.setdefault(sender, []).append(client_id)
+                if group is None:
+                    fx.accepted.setdefault(sender, []).append(client_id)
+                else:
+                    fx.group_accepted = {(group, sender): [client_id]}
             return fx
         spill = self.spilled or self.paging or len(self.items) >= self.bound
         if spill and len(self.spilling) >= self.backlog:
@@ -216,7 +230,12 @@ class DeliveryQueue:
             if item.sent_at is not None:
                 self.in_flight -= 1
             fx.accept(item)
-            fx.delivered.setdefault(item.sender, []).append(item.id)
+            if item.group is None:
+                fx.delivered.setdefault(item.sender, []).append(item.id)
+            else:
+                if fx.group_delivered is None:
+                    fx.group_delivered = {}
+                fx.group_delivered.setdefault((item.group, item.sender), []).append(item.id)
             self.floor = max(self.floor, key)
             self.recent[key] = (item.sender, item.id, item.group)
             if item.stored:
@@ -239,9 +258,15 @@ class DeliveryQueue:
             except ValueError:
                 continue
             item = self.items.get(key)
-            who = (item.sender, item.id) if item is not None else self.recent.get(key)
-            if who is not None:
+            who = (item.sender, item.id, item.group) if item is not None else self.recent.get(key)
+            if who is None:
+                continue
+            if who[2] is None:
                 fx.read.setdefault(who[0], []).append(who[1])
+            else:
+                if fx.group_read is None:
+                    fx.group_read = {}
+                fx.group_read.setdefault((who[2], who[0]), []).append(who[1])
         return fx
 
     def overdue(self, now: float, ack_timeout: float) -> Effects:

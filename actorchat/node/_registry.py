@@ -30,11 +30,16 @@ class Registry:
         self.node = node
         self.mailboxes: dict[str, sv.ActorRef] = {}
         self.connections: dict[str, sv.ActorRef] = {}
+        # Each registered mailbox's queue, read by /metrics at scrape time (mailbox depths);
+        # entered and removed with ``mailboxes``.
+        self.queues: dict[str, DeliveryQueue] = {}
         self.known_users: set[str] = set()
         self._starting: dict[str, trio.Event] = {}
 
-    async def mailbox(self, user: str) -> sv.ActorRef:
-        """The user's mailbox actor, started (with its stored state loaded) if need be."""
+    async def mailbox(self, user: str, *, takeover: bool = False) -> sv.ActorRef:
+        """The user's mailbox actor, started (with its stored state loaded) if need be.
+        In a cluster it starts only once this node owns the mailbox (``takeover``: a login,
+        which takes it from another node; otherwise only a free one is claimed)."""
         while True:
             ref = self.mailboxes.get(user)
             if ref is not None and ref.is_alive():
@@ -53,19 +58,44 @@ class Registry:
             queue = DeliveryQueue(
                 user, bound=bound, window=node.delivery_window, backlog=2 * max(bound, 1000)
             )
+            if node.cluster is not None:
+                await node.cluster.acquire(user, takeover=takeover)
             max_key, dedupe, page = await node.store.read("load_mailbox", user, 10_000, 500)
             queue.load(max_key, dedupe, page, 500)
             sup = await node.users()
             ref = await sup.start_child((user, queue, node))
             self.mailboxes[user] = ref
+            self.queues[user] = queue
             return ref
         finally:
             del self._starting[user]
             done.set()
 
+    def hold_offline(self, users: list[str]) -> tuple[list[str], trio.Event]:
+        """Of ``users``, those with no mailbox actor running or starting, held off: until the
+        returned event is set, a mailbox start for one of them waits (``mailbox`` waits on
+        ``_starting``), so it loads what a group actor writes for them meanwhile and never
+        hands out a key that collides with those rows (``Store.put_group_copies``)."""
+        done = trio.Event()
+        held = []
+        for user in users:
+            ref = self.mailboxes.get(user)
+            if (ref is not None and ref.is_alive()) or user in self._starting:
+                continue
+            self._starting[user] = done
+            held.append(user)
+        return held, done
+
+    def release(self, held: list[str], done: trio.Event) -> None:
+        for user in held:
+            if self._starting.get(user) is done:
+                del self._starting[user]
+        done.set()
+
     def mailbox_gone(self, user: str, ref: sv.ActorRef) -> None:
         if self.mailboxes.get(user) is ref:
             del self.mailboxes[user]
+            self.queues.pop(user, None)
 
     def connection_arrived(self, user: str, ref: sv.ActorRef) -> None:
         self.connections[user] = ref

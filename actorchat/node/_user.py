@@ -10,11 +10,13 @@ task and, across users, by the store front's group commit.
 from __future__ import annotations
 
 import logging
+from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 import supervisors as sv
+from actorchat.logs import MESSAGES, trace, trace_ids, trace_items
 from actorchat.store import DedupeRow, StoreBatch, StoreUnavailable
 
 from ._messages import (
@@ -45,6 +47,7 @@ class UserActor(sv.Actor):
 
     def __init__(self, name: str, queue: DeliveryQueue, node: Node) -> None:
         self.name = name
+        self.label = name  # `python -m actorchat tree` shows whose mailbox this is
         self.queue = queue
         self.node = node
         self.work = trio.Event()
@@ -79,6 +82,8 @@ class UserActor(sv.Actor):
         now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
+            tracing = MESSAGES.isEnabledFor(DEBUG)  # the lines of a message's life (logs.py)
+            seen = tracing and (message.sender, message.id) in self.queue.seen
             fx = self.queue.incoming(
                 message.sender,
                 message.id,
@@ -87,6 +92,8 @@ class UserActor(sv.Actor):
                 group=message.group,
                 media=message.media,
             )
+            if tracing:
+                self._trace_incoming(message, fx, seen)
             self._apply(fx)
             if fx.refused:
                 # The store is behind: nothing was queued, the sender hears `unavailable`.
@@ -150,6 +157,7 @@ class UserActor(sv.Actor):
             conn = self.queue.conn
             try:
                 conn.send_nowait(OutDeliver(tuple(fx.deliver), self.name))
+                node.metrics["delivered"] += len(fx.deliver)
             except (sv.ActorDeadError, sv.MailboxFull, AttributeError):
                 # A stalled or dead socket: close it; its mail goes to the store.
                 if conn is not None:
@@ -159,13 +167,43 @@ class UserActor(sv.Actor):
         if fx.page_in:
             self.work.set()
         for sender, ids in fx.accepted.items():
+            node.metrics["accepted"] += len(ids)
             node.notify(sender, OutAccepted(tuple(ids)))
         for sender, ids in fx.delivered.items():
             node.notify(sender, OutReceipt("delivered", self.name, tuple(ids)))
         for sender, ids in fx.read.items():
             node.notify(sender, OutReceipt("read", self.name, tuple(ids)))
+        if fx.group_accepted or fx.group_delivered or fx.group_read:
+            node.groups.effects(self.name, fx)  # copies of group messages (_groups.py)
         if fx.write_behind is not None:
+            node.metrics["drained"] += len(fx.write_behind.delete_mail)
             node.store.write_behind(fx.write_behind)
+        if MESSAGES.isEnabledFor(DEBUG):
+            self._trace(fx)
+
+    # -- the lines of a message's life (only when actorchat.message logs at DEBUG) -------------
+    def _trace_incoming(self, message: Incoming, fx: Effects, seen: bool) -> None:
+        event = "refused" if fx.refused else "duplicate" if seen else "queued"
+        key = self.queue.seen.get((message.sender, message.id))
+        mid = None if key is None else str(key)
+        node = self.node.settings.node_name
+        trace(event, node, message.sender, message.id, self.name, mid, group=message.group)
+
+    def _trace(self, fx: Effects) -> None:
+        node, queue = self.node.settings.node_name, self.queue
+        trace_items("delivered", node, self.name, fx.deliver)
+        trace_ids("accepted", node, self.name, fx.accepted, queue.seen)
+        trace_ids("acked", node, self.name, fx.delivered, queue.seen)
+        trace_ids("read", node, self.name, fx.read, queue.seen)
+        if fx.write_behind is not None:
+            self._trace_drained([key for _, key in fx.write_behind.delete_mail])
+
+    def _trace_drained(self, keys: list[int]) -> None:
+        node = self.node.settings.node_name
+        for key in keys:
+            who = self.queue.recent.get(key)
+            if who is not None:
+                trace("drained", node, who[0], who[1], self.name, str(key))
 
     async def _tick(self, now: float) -> None:
         queue = self.queue
@@ -260,7 +298,8 @@ class UserActor(sv.Actor):
             # answer was lost); spill-only senders hear `unavailable` once and their retries
             # are deduplicated. Guarded by test_queue.py and test_outage.py.
             for item in queue.store_failed([item for item in items if item.key not in acked]):
-                self.node.unavailable(item.sender, item.id)
+                if item.group is None:  # a group's copy waits in its group, not its sender
+                    self.node.unavailable(item.sender, item.id)
             return False
         for item in items:
             queue.to_store.pop(item.key, None)
@@ -276,6 +315,11 @@ class UserActor(sv.Actor):
             self.node.store.write_behind(
                 StoreBatch(delete_mail=[(self.name, key) for key in sorted(acked)])
             )
+            self.node.metrics["drained"] += len(acked)
+        self.node.metrics["stored"] += len(rows)
+        if MESSAGES.isEnabledFor(DEBUG):
+            trace_items("stored", self.node.settings.node_name, self.name, unstored)
+            self._trace_drained(sorted(acked))
         written = [item for item in items if item.key not in acked]
         self._apply(queue.stored(written, self.node.wall()))
         return True
@@ -289,4 +333,9 @@ class UserActor(sv.Actor):
             await trio.sleep(1.0)
             self.work.set()
             return
+        self.node.metrics["loaded"] += len(rows)
+        if MESSAGES.isEnabledFor(DEBUG):
+            node = self.node.settings.node_name
+            for row in rows:
+                trace("loaded", node, row.sender, row.client_id, self.name, str(row.key))
         self._apply(self.queue.paged(rows, PAGE, self.node.wall()))

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator, Iterable
 from operator import attrgetter
 from typing import Any, Self
 
-from sqlalchemy import bindparam, delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._engine import create_engine, sqlite_directory_problem
 from ._errors import StoreClosed, StoreUnavailable, translated_errors
+from ._media import MediaMethods
 from ._migrate import check_revision, upgrade
 from ._rows import (
     BatchResult,
@@ -37,7 +38,16 @@ from ._rows import (
     check_text,
     check_time,
 )
-from ._schema import DEDUPE_COLUMNS, MAIL_COLUMNS, dedupe, last_seen, mail, users
+from ._schema import (
+    DEDUPE_COLUMNS,
+    MAIL_COLUMNS,
+    dedupe,
+    group_members,
+    groups,
+    last_seen,
+    mail,
+    users,
+)
 
 # A row's values in column order, as one C-level call per row.
 _mail_values = attrgetter(*MAIL_COLUMNS)
@@ -52,7 +62,7 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
         yield items[start : start + _IN_CHUNK]
 
 
-class Store:
+class Store(MediaMethods):  # media methods: _media.py
     """The chat's durable state: users, stored mail, delivered-id memory, presence.
 
     Make one with ``await Store.open(url)``; use it from one asyncio loop; ``await close()``.
@@ -207,6 +217,23 @@ class Store:
                 found.update(result)
         return found
 
+    async def presence_of(self, names: Iterable[str]) -> dict[str, float | None]:
+        """For each of ``names`` that is a registered user: its last-seen time, or None if
+        it was never seen online (one read answers both questions a subscribe asks)."""
+        wanted = sorted(set(names))
+        for name in wanted:
+            check_name("name", name)
+        found: dict[str, float | None] = {}
+        async with self._read("presence_of") as connection:
+            for chunk in _chunks(wanted):
+                result = await connection.execute(
+                    select(users.c.name, last_seen.c.ts)
+                    .select_from(users.outerjoin(last_seen, last_seen.c.name == users.c.name))
+                    .where(users.c.name.in_(chunk))
+                )
+                found.update((name, ts) for name, ts in result)
+        return found
+
     # -- the hot path ----------------------------------------------------------------------
 
     async def apply(self, batch: StoreBatch) -> BatchResult:
@@ -323,6 +350,391 @@ class Store:
         async with self._write("prune_dedupe") as connection:
             result = await connection.execute(statement)
         return result.rowcount
+
+
+    # -- groups (issue 7) -------------------------------------------------------------------
+
+    async def create_group(
+        self, group: str, name: str, owner: str, members: list[str], now: float
+    ) -> None:
+        """A new group; ``members`` in joining order (the owner among them)."""
+        check_name("group", group)
+        check_text("name", name)
+        check_name("owner", owner)
+        check_time("now", now)
+        for member in members:
+            check_name("member", member)
+        async with self._write("create_group") as connection:
+            await connection.execute(
+                groups.insert(), {"id": group, "name": name, "owner": owner, "created_at": now}
+            )
+            await connection.execute(
+                group_members.insert(),
+                [{"grp": group, "member": m, "joined_at": now + i * 1e-6}
+                 for i, m in enumerate(members)],
+            )
+
+    async def load_group(self, group: str) -> tuple[str, str, list[str]] | None:
+        """(name, owner, members in joining order) of ``group``, or None if there is none."""
+        check_name("group", group)
+        async with self._read("load_group") as connection:
+            row = (await connection.execute(
+                select(groups.c.name, groups.c.owner).where(groups.c.id == group)
+            )).first()
+            if row is None:
+                return None
+            members = await connection.scalars(
+                select(group_members.c.member).where(group_members.c.grp == group)
+                .order_by(group_members.c.joined_at, group_members.c.member)
+            )
+            return row[0], row[1], list(members)
+
+    async def groups_of(self, member: str) -> list[tuple[str, str, str, list[str]]]:
+        """Every group ``member`` belongs to: (group, name, owner, members), by group id."""
+        check_name("member", member)
+        async with self._read("groups_of") as connection:
+            ids = sorted(await connection.scalars(
+                select(group_members.c.grp).where(group_members.c.member == member)
+            ))
+            found: dict[str, tuple[str, str, list[str]]] = {}
+            for chunk in _chunks(ids):
+                for gid, name, owner in await connection.execute(
+                    select(groups.c.id, groups.c.name, groups.c.owner)
+                    .where(groups.c.id.in_(chunk))
+                ):
+                    found[gid] = (name, owner, [])
+                for gid, m in await connection.execute(
+                    select(group_members.c.grp, group_members.c.member)
+                    .where(group_members.c.grp.in_(chunk))
+                    .order_by(group_members.c.grp, group_members.c.joined_at,
+                              group_members.c.member)
+                ):
+                    if gid in found:
+                        found[gid][2].append(m)
+        return [(gid, *found[gid]) for gid in ids if gid in found]
+
+    async def change_group(
+        self, group: str, add: list[str], remove: list[str], owner: str, now: float
+    ) -> None:
+        """Add and remove members and set the owner, in one transaction; a group left with
+        no members is deleted."""
+        check_name("group", group)
+        check_name("owner", owner)
+        check_time("now", now)
+        for m in [*add, *remove]:
+            check_name("member", m)
+        ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        async with self._write("change_group") as connection:
+            if add:
+                await connection.execute(
+                    ins(group_members).on_conflict_do_nothing(index_elements=["grp", "member"]),
+                    [{"grp": group, "member": m, "joined_at": now + i * 1e-6}
+                     for i, m in enumerate(add)],
+                )
+            for chunk in _chunks(sorted(set(remove))):
+                await connection.execute(
+                    delete(group_members).where(
+                        group_members.c.grp == group, group_members.c.member.in_(chunk)
+                    )
+                )
+            left = await connection.scalar(
+                select(func.count()).select_from(group_members)
+                .where(group_members.c.grp == group)
+            )
+            if left:
+                await connection.execute(
+                    groups.update().where(groups.c.id == group).values(owner=owner)
+                )
+            else:
+                await connection.execute(delete(groups).where(groups.c.id == group))
+
+    async def put_group_copies(self, copies: list[MailRow], now_us: int) -> int:
+        """Store copies of group messages for recipients that have no mailbox actor running
+        (the caller holds them off meanwhile: ``Registry.hold_offline``), in ONE transaction.
+
+        The keys of ``copies`` are ignored: each recipient's copies get keys in list order,
+        above every key of its stored mail and at least ``now_us`` (a mailbox's own keys are
+        above the wall clock in microseconds when handed out, so this stays above those too).
+        A copy whose (sender, client_id, recipient) is in ``dedupe`` already (a retry, or a
+        copy written before a crash) is skipped. Returns how many copies were written."""
+        if not copies:
+            return 0
+        check_time("now_us", now_us)
+        recipients = sorted({c.recipient for c in copies})
+        messages = sorted({(c.sender, c.client_id) for c in copies})
+        top: dict[str, int] = {}
+        seen: set[tuple[str, str, str]] = set()
+        async with self._write("put_group_copies") as connection:
+            for chunk in _chunks(recipients):
+                result = await connection.execute(
+                    select(mail.c.recipient, func.max(mail.c["key"]))
+                    .where(mail.c.recipient.in_(chunk)).group_by(mail.c.recipient)
+                )
+                top.update((r, k) for r, k in result if k is not None)
+            for sender, client_id in messages:
+                result = await connection.scalars(
+                    select(dedupe.c.recipient)
+                    .where(dedupe.c.sender == sender, dedupe.c.client_id == client_id)
+                )
+                seen.update((sender, client_id, r) for r in result)
+            mail_rows: list[tuple[Any, ...]] = []
+            dedupe_rows: list[tuple[Any, ...]] = []
+            for c in copies:
+                who = (c.sender, c.client_id, c.recipient)
+                if who in seen:
+                    continue
+                seen.add(who)
+                key = max(top.get(c.recipient, 0) + 1, now_us)
+                top[c.recipient] = key
+                row = MailRow(c.recipient, key, c.sender, c.client_id, c.body, c.ts, c.grp,
+                              c.media)
+                mail_rows.append(_mail_values(row))
+                dedupe_rows.append(
+                    _dedupe_values(DedupeRow(c.sender, c.client_id, c.recipient, key, c.ts))
+                )
+            if mail_rows:
+                await connection.exec_driver_sql(self._insert_mail, mail_rows)
+                await connection.exec_driver_sql(self._insert_dedupe, dedupe_rows)
+        return len(mail_rows)
+
+
+    # -- cluster (issue 6): membership leases and mailbox ownership ---------------------------
+    # Every lease is judged by the DATABASE's clock (``_db_now``), never a node's own, so
+    # nodes whose clocks disagree still agree on who is alive. Plain SQL: the statements are
+    # the same on both dialects (SQLite's upsert and PostgreSQL's ON CONFLICT agree here).
+
+    async def _db_now(self, connection: AsyncConnection) -> float:
+        if self.dialect == "postgresql":
+            value = await connection.scalar(text("SELECT extract(epoch FROM clock_timestamp())"))
+            return float(value)
+        return time.time()  # SQLite: one host, one clock
+
+    async def cluster_join(
+        self, name: str, incarnation: int, address: str, proof: str, lease: float
+    ) -> float | None:
+        """Join as ``name``/``incarnation`` with a lease of ``lease`` seconds. Returns None, or
+        the seconds left on the lease of ANOTHER live incarnation of ``name`` (then nothing
+        was written: wait and try again)."""
+        check_name("name", name)
+        async with self._write("cluster_join") as connection:
+            now = await self._db_now(connection)
+            row = (await connection.execute(
+                text("SELECT incarnation, lease_expires FROM cluster_nodes WHERE name = :n"),
+                {"n": name},
+            )).first()
+            if row is not None and row[0] != incarnation and row[1] > now:
+                return float(row[1] - now)
+            await connection.execute(
+                text(
+                    "INSERT INTO cluster_nodes (name, incarnation, address, proof, started_at,"
+                    " lease_expires, users) VALUES (:n, :i, :a, :p, :now, :exp, 0)"
+                    " ON CONFLICT (name) DO UPDATE SET incarnation = excluded.incarnation,"
+                    " address = excluded.address, proof = excluded.proof,"
+                    " started_at = excluded.started_at, lease_expires = excluded.lease_expires,"
+                    " users = 0"
+                ),
+                {"n": name, "i": incarnation, "a": address, "p": proof, "now": now,
+                 "exp": now + lease},
+            )
+        return None
+
+    async def cluster_renew(
+        self, name: str, incarnation: int, lease: float, users: int
+    ) -> tuple[bool, float, list[tuple[Any, ...]]]:
+        """Renew our lease (only if it has not lapsed) and read every member. Returns
+        (renewed, database now, rows of (name, incarnation, address, proof, started_at,
+        lease_expires, users)). Not renewed: the lease lapsed or another incarnation took the
+        name; the caller must stop serving (fence) and join again."""
+        async with self._write("cluster_renew") as connection:
+            now = await self._db_now(connection)
+            result = await connection.execute(
+                text(
+                    "UPDATE cluster_nodes SET lease_expires = :exp, users = :u"
+                    " WHERE name = :n AND incarnation = :i AND lease_expires > :now"
+                ),
+                {"exp": now + lease, "u": users, "n": name, "i": incarnation, "now": now},
+            )
+            rows = (await connection.execute(text(
+                "SELECT name, incarnation, address, proof, started_at, lease_expires, users"
+                " FROM cluster_nodes ORDER BY name"
+            ))).all()
+        return result.rowcount == 1, now, [tuple(row) for row in rows]
+
+    async def cluster_leave(self, name: str, incarnation: int) -> None:
+        """End our lease now (a clean stop): our users are free to claim at once."""
+        async with self._write("cluster_leave") as connection:
+            await connection.execute(
+                text("UPDATE cluster_nodes SET lease_expires = 0"
+                     " WHERE name = :n AND incarnation = :i"),
+                {"n": name, "i": incarnation},
+            )
+
+    async def cluster_claim(self, user: str, node: str, incarnation: int) -> tuple[str, int]:
+        """Make ``node``/``incarnation`` the owner of ``user``'s mailbox unless a LIVE member
+        owns it; returns the owner after the call (ours if the claim won). Atomic: the
+        upsert's condition is judged under the row's lock, so two claimants never both win."""
+        check_name("user", user)
+        async with self._write("cluster_claim") as connection:
+            now = await self._db_now(connection)
+            await connection.execute(
+                text(
+                    "INSERT INTO cluster_owners (name, node, incarnation, since)"
+                    " VALUES (:u, :n, :i, :now)"
+                    " ON CONFLICT (name) DO UPDATE SET node = excluded.node,"
+                    " incarnation = excluded.incarnation, since = excluded.since"
+                    " WHERE cluster_owners.node = excluded.node OR NOT EXISTS ("
+                    "SELECT 1 FROM cluster_nodes m WHERE m.name = cluster_owners.node"
+                    " AND m.incarnation = cluster_owners.incarnation AND m.lease_expires > :now)"
+                ),
+                {"u": user, "n": node, "i": incarnation, "now": now},
+            )
+            row = (await connection.execute(
+                text("SELECT node, incarnation FROM cluster_owners WHERE name = :u"), {"u": user}
+            )).one()
+        return str(row[0]), int(row[1])
+
+    async def cluster_claim_many(
+        self, names: list[str], node: str, incarnation: int
+    ) -> dict[str, tuple[str, int]]:
+        """``cluster_claim`` for many users in one transaction (a login burst after a node
+        died claims its users together): each user's owner after the call."""
+        wanted = sorted(set(names))
+        for name in wanted:
+            check_name("user", name)
+        owners: dict[str, tuple[str, int]] = {}
+        async with self._write("cluster_claim_many") as connection:
+            now = await self._db_now(connection)
+            await connection.execute(
+                text(
+                    "INSERT INTO cluster_owners (name, node, incarnation, since)"
+                    " VALUES (:u, :n, :i, :now)"
+                    " ON CONFLICT (name) DO UPDATE SET node = excluded.node,"
+                    " incarnation = excluded.incarnation, since = excluded.since"
+                    " WHERE cluster_owners.node = excluded.node OR NOT EXISTS ("
+                    "SELECT 1 FROM cluster_nodes m WHERE m.name = cluster_owners.node"
+                    " AND m.incarnation = cluster_owners.incarnation AND m.lease_expires > :now)"
+                ),
+                [{"u": u, "n": node, "i": incarnation, "now": now} for u in wanted],
+            )
+            for chunk in _chunks(wanted):
+                rows = await connection.execute(
+                    text("SELECT name, node, incarnation FROM cluster_owners"
+                         " WHERE name IN :names").bindparams(
+                        bindparam("names", expanding=True)),
+                    {"names": chunk},
+                )
+                owners.update((str(n), (str(o), int(i))) for n, o, i in rows)
+        return owners
+
+    async def cluster_owner(self, user: str) -> tuple[str, int, bool] | None:
+        """(node, incarnation, alive) of ``user``'s owner, or None if nobody ever owned it."""
+        check_name("user", user)
+        async with self._read("cluster_owner") as connection:
+            now = await self._db_now(connection)
+            row = (await connection.execute(
+                text(
+                    "SELECT o.node, o.incarnation, m.incarnation, m.lease_expires"
+                    " FROM cluster_owners o LEFT JOIN cluster_nodes m ON m.name = o.node"
+                    " WHERE o.name = :u"
+                ),
+                {"u": user},
+            )).first()
+        if row is None:
+            return None
+        alive = row[2] is not None and row[2] == row[1] and row[3] > now
+        return str(row[0]), int(row[1]), bool(alive)
+
+    async def cluster_transfer(
+        self, user: str, old: tuple[str, int], new: tuple[str, int]
+    ) -> bool:
+        """Hand ``user`` from ``old`` to ``new`` (node, incarnation) if ``old`` still owns it."""
+        async with self._write("cluster_transfer") as connection:
+            now = await self._db_now(connection)
+            result = await connection.execute(
+                text(
+                    "UPDATE cluster_owners SET node = :nn, incarnation = :ni, since = :now"
+                    " WHERE name = :u AND node = :on AND incarnation = :oi"
+                ),
+                {"nn": new[0], "ni": new[1], "now": now, "u": user, "on": old[0],
+                 "oi": old[1]},
+            )
+        return result.rowcount == 1
+
+    async def cluster_status(self) -> tuple[float, list[tuple[Any, ...]], dict[str, int]]:
+        """(database now, member rows as in ``cluster_renew``, mailboxes owned per node by
+        its current incarnation): for ``python -m actorchat cluster``."""
+        async with self._read("cluster_status") as connection:
+            now = await self._db_now(connection)
+            rows = (await connection.execute(text(
+                "SELECT name, incarnation, address, proof, started_at, lease_expires, users"
+                " FROM cluster_nodes ORDER BY name"
+            ))).all()
+            owned = (await connection.execute(text(
+                "SELECT o.node, count(*) FROM cluster_owners o JOIN cluster_nodes m"
+                " ON m.name = o.node AND m.incarnation = o.incarnation GROUP BY o.node"
+            ))).all()
+        return now, [tuple(row) for row in rows], {str(n): int(c) for n, c in owned}
+
+
+    # -- the relay: mail that could not cross a link ------------------------------------------
+    async def cluster_relay_put(self, rows: list[tuple[Any, ...]]) -> None:
+        """Store ``(origin, recipient, sender, client_id, body, ts, grp, media)`` rows, in
+        order, in one transaction (then they are accepted: the owner takes them in order)."""
+        if not rows:
+            return
+        keys = ("o", "r", "s", "c", "b", "t", "g", "m")
+        async with self._write("cluster_relay_put") as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO cluster_relay (origin, recipient, sender, client_id, body, ts,"
+                    " grp, media) VALUES (:o, :r, :s, :c, :b, :t, :g, :m)"
+                ),
+                [dict(zip(keys, row, strict=True)) for row in rows],
+            )
+
+    async def cluster_relay_waiting(self, origin: str) -> set[str]:
+        """Recipients that still have relayed mail from ``origin`` waiting."""
+        async with self._read("cluster_relay_waiting") as connection:
+            rows = await connection.execute(
+                text("SELECT DISTINCT recipient FROM cluster_relay WHERE origin = :o"),
+                {"o": origin},
+            )
+            return {str(row[0]) for row in rows}
+
+    async def cluster_relay_fetch(
+        self, node: str, incarnation: int, limit: int
+    ) -> tuple[list[tuple[Any, ...]], list[str]]:
+        """Relayed mail for the users ``node``/``incarnation`` owns, in ``id`` order, as
+        ``(id, recipient, sender, client_id, body, ts, grp, media)``; and recipients of
+        relayed mail that no live member owns (to claim)."""
+        async with self._read("cluster_relay_fetch") as connection:
+            now = await self._db_now(connection)
+            mine = (await connection.execute(
+                text(
+                    "SELECT r.id, r.recipient, r.sender, r.client_id, r.body, r.ts, r.grp,"
+                    " r.media FROM cluster_relay r JOIN cluster_owners o"
+                    " ON o.name = r.recipient AND o.node = :n AND o.incarnation = :i"
+                    " ORDER BY r.id LIMIT :l"
+                ),
+                {"n": node, "i": incarnation, "l": limit},
+            )).all()
+            orphans = (await connection.execute(
+                text(
+                    "SELECT DISTINCT r.recipient FROM cluster_relay r"
+                    " LEFT JOIN cluster_owners o ON o.name = r.recipient"
+                    " LEFT JOIN cluster_nodes m ON m.name = o.node"
+                    " AND m.incarnation = o.incarnation AND m.lease_expires > :now"
+                    " WHERE m.name IS NULL LIMIT :l"
+                ),
+                {"now": now, "l": limit},
+            )).all()
+        return [tuple(row) for row in mine], [str(row[0]) for row in orphans]
+
+    async def cluster_relay_delete(self, ids: list[int]) -> None:
+        async with self._write("cluster_relay_delete") as connection:
+            await connection.execute(
+                text("DELETE FROM cluster_relay WHERE id = :i"), [{"i": i} for i in ids]
+            )
 
 
 _OPEN_TOKEN = object()

@@ -130,3 +130,40 @@ def test_settings_validate_when_built_directly() -> None:
     with pytest.raises(SettingsError, match="mailbox_bound"):
         Settings(mailbox_bound=0)
     assert "secret" not in repr(Settings()).replace("ephemeral_secret", "")
+
+
+def test_operations_options_from_environment_and_command_line() -> None:
+    env = {
+        "ACTORCHAT_LOG_FORMAT": "JSON", "ACTORCHAT_TLS_CERT": "/etc/c.pem",
+        "ACTORCHAT_TLS_KEY": "/etc/k.pem", "ACTORCHAT_ADMIN_PORT": "0",
+        "ACTORCHAT_ADMIN_TOKEN": "t" * 16,
+    }
+    s = parse_settings(["--admin-host", "10.0.0.5"], env)
+    assert (s.log_format, s.tls_cert, s.tls_key) == ("json", "/etc/c.pem", "/etc/k.pem")
+    assert (s.admin_port, s.admin_host, s.admin_token) == (0, "10.0.0.5", "t" * 16)
+    assert "t" * 16 not in repr(s)
+    d = parse_settings([], {})
+    assert (d.log_format, d.tls_cert, d.admin_port, d.admin_host) == (
+        "text", None, None, "127.0.0.1"
+    )
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--log-format", "xml"], {}, "argument --log-format: invalid choice: 'xml'"),
+    (["--tls-cert", "c.pem"], {}, "argument --tls-cert: needs --tls-key (or ACTORCHAT_TLS_KEY)"),
+    ([], {"ACTORCHAT_TLS_KEY": "k.pem"}, "variable ACTORCHAT_TLS_KEY: needs --tls-cert"),
+    (["--admin-port", "9000"], {}, "argument --admin-port: the admin listener needs a token"),
+    (["--admin-port", "9000", "--admin-token", "short"], {},
+     "argument --admin-token: must be at least 16 characters"),
+    (["--port", "9000", "--admin-port", "9000"], {"ACTORCHAT_ADMIN_TOKEN": "t" * 16},
+     "argument --admin-port: must differ from --port"),
+    (["--admin-port", "70000"], {"ACTORCHAT_ADMIN_TOKEN": "t" * 16},
+     "argument --admin-port: must be between 0 and 65535"),
+])
+def test_bad_operations_options_say_what_is_wrong(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_settings(argv, env)
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())

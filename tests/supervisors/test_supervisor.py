@@ -1009,6 +1009,71 @@ async def test_snapshot(autojump_clock):
         assert as_dict["children"][0]["restarts"] == 1
 
 
+async def test_snapshot_child_restarts_count_children_since_gone(autojump_clock):
+    # The supervisor's own count only grows (a metric's counter): a restarted dynamic child
+    # that stops for good takes its `restarts` with it, not the supervisor's `child_restarts`.
+    world = World()
+    inner = spec(
+        worker(world, "t", restart=sv.TRANSIENT), strategy=sv.SIMPLE_ONE_FOR_ONE, intensity=5
+    )
+    async with sv.open_supervisor(spec(sup_child("dyn", inner)), name="root") as root:
+        dyn = root.child_supervisor("dyn")
+        assert dyn is not None
+        a = await dyn.start_child(("a",))
+        await make_exit(a, "error")
+        await make_exit(a, "error")
+        snap = root.snapshot()
+        assert (snap.child_restarts, snap.children[0].child_restarts) == (0, 2)
+        assert snap.children[0].children[0].restarts == 2
+        await make_exit(a, "normal")  # transient: gone for good
+        snap = root.snapshot()
+        assert snap.children[0].children == ()
+        assert snap.children[0].child_restarts == 2
+        assert snap.to_dict()["children"][0]["child_restarts"] == 2
+
+
+class Labelled(Worker):
+    def __init__(self, world: World, name: str, *extra: Any) -> None:
+        super().__init__(world, name, *extra)
+        self.label = f"serving {extra[0]}"
+
+
+async def test_snapshot_shows_a_worker_label(autojump_clock):
+    world = World()
+    template = sv.ChildSpec(id="t", start=Labelled, args=(world, "t"))
+    dynamic = spec(template, strategy=sv.SIMPLE_ONE_FOR_ONE)
+    tree = spec(worker(world, "a"), sup_child("dyn", dynamic))
+    async with sv.open_supervisor(tree, name="root") as root:
+        dyn = root.child_supervisor("dyn")
+        assert dyn is not None
+        await dyn.start_child(("bob",))
+        snap = root.snapshot()
+        assert snap.children[0].label is None
+        (child,) = snap.children[1].children
+        assert (child.id, child.label) == ("t", "serving bob")
+        assert snap.to_dict()["children"][1]["children"][0]["label"] == "serving bob"
+
+
+async def test_supervisor_stats_walk_supervisors_only(autojump_clock):
+    world = World()
+    inner = spec(worker(world, "t"), strategy=sv.SIMPLE_ONE_FOR_ONE, intensity=5)
+    tree = spec(worker(world, "a"), sup_child("dyn", inner), intensity=5)
+    async with sv.open_supervisor(tree, name="root") as root:
+        dyn = root.child_supervisor("dyn")
+        assert dyn is not None
+        x = await dyn.start_child(("x",))
+        await dyn.start_child(("y",))
+        await make_exit(x, "error")
+        x.send_nowait(("sleep", 1))
+        await settle()
+        x.send_nowait("queued")
+        assert root.supervisor_stats() == [
+            sv.SupervisorStats(("root",), 0, 2, (0, 0)),
+            sv.SupervisorStats(("root", "dyn"), 1, 2, (1, 0)),
+        ]
+        assert dyn.supervisor_stats()[0].path == ("dyn",)
+
+
 async def test_open_supervisor_lets_errors_through(autojump_clock):
     world = World()
     with pytest.raises(KeyError):

@@ -58,6 +58,9 @@ SHAPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "receipt": (frozenset({"status", "by", "ids"}), frozenset({"group"})),
     "error": (frozenset({"code", "message", "ref"}), frozenset()),
     "typing": (frozenset({"from", "state"}), frozenset({"group"})),
+    "group": (frozenset({"group", "name", "owner", "members"}), frozenset()),
+    "group_removed": (frozenset({"group"}), frozenset()),
+    "presence": (frozenset({"user", "status", "last_seen"}), frozenset()),
 }
 DELIVERY_KEYS = frozenset({"mid", "id", "from", "to", "body", "ts"})
 DELIVERY_OPTIONAL = frozenset({"group", "media"})
@@ -89,6 +92,11 @@ def check_frame(frame: Any) -> dict[str, Any]:
             raise ProtocolViolation(f"bad error frame: {frame!r}")
         if frame["ref"] is not None and not isinstance(frame["ref"], str):
             raise ProtocolViolation(f"bad error ref: {frame!r}")
+    if kind == "presence" and (
+        frame["status"] not in ("online", "offline")
+        or not (frame["last_seen"] is None or isinstance(frame["last_seen"], float | int))
+    ):
+        raise ProtocolViolation(f"bad presence frame: {frame!r}")
     if kind == "deliver":
         if not frame["messages"]:
             raise ProtocolViolation("empty deliver frame")

@@ -174,6 +174,17 @@ def test_last_seen_keeps_the_latest_time(db) -> None:
     assert sorted(db.sql("SELECT name, ts FROM last_seen")[0]) == [("ann", 7.0), ("bob", 2.0)]
 
 
+def test_presence_of_gives_existing_users_with_their_last_seen(db) -> None:
+    async def body(store: Store) -> None:
+        for name in ("ann", "bob"):
+            await store.create_user(name, "h", 1.0)
+        await store.apply(StoreBatch(last_seen=[("ann", 5.0)]))
+        assert await store.presence_of(["ann", "bob", "ghost", "ann"]) == {"ann": 5.0, "bob": None}
+        assert await store.presence_of([]) == {}
+
+    db.run(body)
+
+
 def test_large_mailbox_drains_by_paging(db) -> None:
     total, page_size = 20_000, 1000
 

@@ -1,0 +1,332 @@
+"""Issue 6's benchmark: the relay scenario against one node, then the same users spread over
+two nodes of a cluster (one per core) with half the traffic crossing nodes; and the time from
+a node's death (SIGKILL) to the last of its users being served again on the other node.
+
+    python benchmarks/cluster.py [--users 200] [--duration 4] [--pg URL]
+
+Needs PostgreSQL (``--pg``, default ``$ACTORCHAT_TEST_PG_URL`` or
+``postgresql+asyncpg://postgres@127.0.0.1:5432/test``): a fresh database is created for the
+run and dropped after it. Prints a table and writes ``results/cluster.json``.
+
+Cores: this machine has two. The one-node run pins the node to one core and the load
+generator to the other; the two-node run pins one node to each core and the load generator
+shares them, so the factor is a floor (the generator's own CPU is taken from the nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+from sqlalchemy.engine import make_url
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from harness import _HASH, SECRET  # noqa: E402
+from loadgen import mint_token  # noqa: E402
+
+CLUSTER_SECRET = "cluster-benchmark-secret-0123456789"
+LEASE = 5.0  # the default: a shorter lease fences nodes whose store is slow under load
+CPUS = sorted(os.sched_getaffinity(0))
+LISTENING = re.compile(r"listening on ws://[^:/]+:(\d+)/")
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class NodeProc:
+    def __init__(
+        self, url: str, name: str, cpu: int | None, workdir: Path, cluster: bool = True
+    ) -> None:
+        self.name = name
+        args = [
+            sys.executable, "-m", "actorchat", "--port", "0", "--node-name", name,
+            "--database-url", url, "--secret", SECRET, "--migrate", "no",
+            "--messages-per-second", "100000", "--message-burst", "100000",
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if cluster:
+            args += ["--cluster-secret", CLUSTER_SECRET, "--cluster-lease", str(LEASE)]
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            os.setsid()
+
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            stderr=open(workdir / f"{name}.stderr", "w"),  # noqa: SIM115
+            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=pin,
+        )
+        self.port = 0
+        found = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                m = LISTENING.search(line)
+                if m and not found.is_set():
+                    self.port = int(m[1])
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(60):
+            self.kill()
+            raise RuntimeError(f"{name} did not start; see {workdir}/{name}.stderr")
+
+    def status(self) -> dict[str, Any]:
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.port}/cluster/status"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+
+    def cpu(self) -> float:
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def wait_linked(nodes: list[NodeProc], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(len(n.status()["linked"]) == len(nodes) - 1 for n in nodes):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the nodes did not link")
+
+
+def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefix: str,
+          load_cpu: int | None) -> dict[str, Any]:
+    cmd = [
+        sys.executable, str(HERE / "loadgen.py"), "relay", "--port", str(nodes[0].port),
+        "--ports", ",".join(str(n.port) for n in nodes), "--secret", SECRET,
+        "--users", str(users), "--window", str(window), "--duration", str(duration),
+        "--warmup", "1.0", "--prefix", prefix, "--server-pid", str(nodes[0].proc.pid),
+        "--sources", ",".join(f"127.0.0.{k}" for k in range(2, 6)),
+    ]  # fmt: skip
+
+    def pin() -> None:
+        if load_cpu is not None:
+            os.sched_setaffinity(0, {load_cpu})
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=pin)
+    marks: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "event" in msg:
+            marks[msg["event"] + "_t"] = time.monotonic()
+            marks[msg["event"] + "_cpu"] = sum(n.cpu() for n in nodes)
+        elif "result" in msg:
+            result = msg["result"]
+    proc.wait(120)
+    if not result:
+        return {"error": (proc.stderr.read() if proc.stderr else "")[-1500:]}
+    span = marks["window_end_t"] - marks["window_start_t"]
+    result["nodes_cpu"] = (marks["window_end_cpu"] - marks["window_start_cpu"]) / span
+    return result
+
+
+async def seed(dsn: str, names: list[str]) -> None:
+    db = await asyncpg.connect(dsn)
+    try:
+        await db.executemany(
+            "INSERT INTO users (name, password_hash, created_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            [(n, _HASH, time.time()) for n in names],
+        )
+    finally:
+        await db.close()
+
+
+async def failover(victim: NodeProc, survivor: NodeProc, names: list[str]) -> dict[str, Any]:
+    """Log ``names`` in on ``victim`` (idle), SIGKILL it, and have each reconnect to
+    ``survivor`` (resume with its token; logging in again on `unavailable` while the dead
+    node's lease runs). Returns the time from the kill to the last welcome."""
+    import websockets
+
+    async def hold(name: str, port: int) -> Any:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/", open_timeout=20)
+        await ws.send(json.dumps({"type": "resume", "token": mint_token(SECRET.encode(), name)}))
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "welcome":
+                return ws
+            if frame["type"] == "error":
+                await ws.close()
+                raise RuntimeError(frame)
+
+    sem = asyncio.Semaphore(50)
+
+    async def first(name: str) -> Any:
+        async with sem:
+            return await hold(name, victim.port)
+
+    conns = await asyncio.gather(*(first(n) for n in names))
+    await asyncio.sleep(0.5)
+    killed = time.monotonic()
+    victim.kill()
+    served: list[float] = []
+
+    async def back(name: str, ws: Any) -> None:
+        try:
+            await ws.recv()
+        except Exception:
+            pass
+        while True:
+            try:
+                async with sem:
+                    again = await hold(name, survivor.port)
+                served.append(time.monotonic() - killed)
+                await again.close()
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(asyncio.gather(*(back(n, c) for n, c in zip(names, conns,
+                                                                          strict=True))), 120)
+    served.sort()
+    return {"users": len(names), "first_served_s": served[0], "last_served_s": served[-1],
+            "median_served_s": served[len(served) // 2], "lease_s": LEASE}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2, help="best of N per configuration")
+    parser.add_argument("--failover-users", type=int, default=200)
+    parser.add_argument("--pg", default=os.environ.get(
+        "ACTORCHAT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+    base = make_url(args.pg)
+    dbname = f"actorchat_bench_{secrets.token_hex(3)}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = base.set(database=dbname).render_as_string(hide_password=False)
+    dsn = base.set(drivername="postgresql", database=dbname).render_as_string(
+        hide_password=False)
+    workdir = HERE / "results" / "cluster-work"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    async def admin_sql(sql: str) -> None:
+        db = await asyncpg.connect(admin)
+        try:
+            await db.execute(sql)
+        finally:
+            await db.close()
+
+    asyncio.run(admin_sql(f'CREATE DATABASE "{dbname}"'))
+    nodes: list[NodeProc] = []
+    out: dict[str, Any] = {"users": args.users, "window": args.window, "cpus": len(CPUS)}
+    try:
+        subprocess.run([sys.executable, "-m", "actorchat", "migrate", "--database-url", url],
+                       cwd=ROOT, check=True, capture_output=True)
+        one_cpu = CPUS[-1]
+        load_cpu = CPUS[0] if len(CPUS) > 1 else None
+        runs: dict[str, list[dict[str, Any]]] = {"plain": [], "one": [], "two": []}
+        for rnd in range(args.rounds):
+            for kind in ("plain", "one", "two"):
+                prefix = f"{kind}{rnd}u"
+                asyncio.run(seed(dsn, [f"{prefix}{i}" for i in range(args.users)]))
+                if kind == "plain":  # no cluster secret: the node as it was before issue 6
+                    nodes = [NodeProc(url, "n0", one_cpu, workdir, cluster=False)]
+                    r = relay(nodes, args.users, args.window, args.duration, prefix, load_cpu)
+                elif kind == "one":
+                    nodes = [NodeProc(url, "n1", one_cpu, workdir)]
+                    wait_linked(nodes)
+                    r = relay(nodes, args.users, args.window, args.duration, prefix, load_cpu)
+                else:
+                    nodes = [NodeProc(url, "n1", CPUS[0], workdir),
+                             NodeProc(url, "n2", CPUS[-1], workdir)]
+                    wait_linked(nodes)
+                    r = relay(nodes, args.users, args.window, args.duration, prefix, None)
+                for n in nodes:
+                    n.stop()
+                nodes = []
+                runs[kind].append(r)
+                lat = r.get("latency", {})
+                cross = r.get("cross_node_latency") or {}
+                log(f"round {rnd} {kind} node(s): {r.get('delivered_per_s', 0):8.0f} msg/s"
+                    f"  p50 {lat.get('p50_ms', float('nan')):.1f} p99"
+                    f" {lat.get('p99_ms', float('nan')):.1f} ms"
+                    + (f"  cross-node p50 {cross.get('p50_ms', float('nan')):.1f}"
+                       f" p99 {cross.get('p99_ms', float('nan')):.1f} ms" if cross.get("count")
+                       else "")
+                    + f"  nodes cpu {r.get('nodes_cpu', float('nan')):.2f}"
+                    + f"  lost {r.get('lost')} dup {r.get('duplicates')}"
+                    f" ooo {r.get('out_of_order')}"
+                    + (f"  ERROR {r['error'][:300]}" if r.get("error") else ""))
+        best = {k: max(v, key=lambda r: r.get("delivered_per_s", 0)) for k, v in runs.items()}
+        out["plain_node"] = best["plain"]
+        out["one_node"], out["two_nodes"] = best["one"], best["two"]
+        one = best["one"].get("delivered_per_s") or 0
+        two = best["two"].get("delivered_per_s") or 0
+        out["factor"] = two / one if one else None
+        # Failover: idle users on n2, SIGKILL n2, all back on n1.
+        names = [f"fo{i}" for i in range(args.failover_users)]
+        asyncio.run(seed(dsn, names))
+        nodes = [NodeProc(url, "n1", CPUS[0], workdir), NodeProc(url, "n2", CPUS[-1], workdir)]
+        wait_linked(nodes)
+        out["failover"] = asyncio.run(failover(nodes[1], nodes[0], names))
+    finally:
+        for n in nodes:
+            n.kill()
+        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+    cross = out["two_nodes"].get("cross_node_latency") or {}
+    lat1 = out["one_node"].get("latency", {})
+    fo = out["failover"]
+    print(f"relay, {args.users} users, window {args.window}, PostgreSQL, {len(CPUS)} cores")
+    plain = out["plain_node"].get("delivered_per_s") or 0
+    print(f"  one node without --cluster-secret: {plain:8.0f} msg/s")
+    print(f"  one node : {one:8.0f} msg/s  p50 {lat1.get('p50_ms', 0):.1f} ms"
+          f"  p99 {lat1.get('p99_ms', 0):.1f} ms")
+    print(f"  two nodes: {two:8.0f} msg/s  (half the messages cross nodes)"
+          f"  cross-node p50 {cross.get('p50_ms', 0):.1f} ms  p99 {cross.get('p99_ms', 0):.1f} ms")
+    print(f"  factor two/one: {out['factor']:.2f}x (goal 1.5x)")
+    print(f"  SIGKILL of a node with {fo['users']} users: all served again on the other node"
+          f" after {fo['last_served_s']:.2f} s (first {fo['first_served_s']:.2f} s;"
+          f" lease {LEASE} s)")
+    for key in ("plain_node", "one_node", "two_nodes"):
+        for lat_key in ("latency", "cross_node_latency"):
+            if isinstance(out[key].get(lat_key), dict):
+                out[key][lat_key].pop("cdf", None)
+    (HERE / "results" / "cluster.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

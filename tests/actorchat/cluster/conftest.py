@@ -1,0 +1,73 @@
+"""Fixtures of the cluster tests: a fresh PostgreSQL database per test (``cluster_db``) and
+node processes sharing it (``cluster_nodes``), killed at teardown whatever happened.
+
+Subprocess nodes need their own database (a node takes no schema option), so ``cluster_db``
+creates ``<test schema>_<hex>`` as a DATABASE on the ``pg_url`` server and drops it after
+the test (``DROP DATABASE ... WITH (FORCE)``), skipping like ``pg_url`` where there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
+
+from cluster_harness import CLUSTER_SECRET, LEASE
+from node_harness import NodeProcess
+
+
+async def _admin(url: str, sql: str) -> None:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def cluster_db(pg_url: Any) -> Iterator[str]:
+    """A ``postgresql+asyncpg://`` URL of a fresh, empty database."""
+    name = f"{pg_url.schema}_{secrets.token_hex(3)}"
+    asyncio.run(_admin(pg_url.url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url.url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(pg_url.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def cluster_nodes(
+    tmp_path: Path, cluster_db: str
+) -> Iterator[Callable[..., NodeProcess]]:
+    """``start(name, **options)``: ``python -m actorchat`` as cluster member ``name`` on a
+    free port, sharing ``cluster_db``; every one is killed at teardown."""
+    procs: list[NodeProcess] = []
+
+    def start(name: str, **options: Any) -> NodeProcess:
+        values: dict[str, Any] = {
+            "database_url": cluster_db,
+            "node_name": name,
+            "cluster_secret": CLUSTER_SECRET,
+            "cluster_lease": LEASE,
+            **options,
+        }
+        if values["cluster_secret"] is None:
+            del values["cluster_secret"]
+        proc = NodeProcess(tmp_path / "unused.db", tmp_path / f"{name}.log", **values)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()

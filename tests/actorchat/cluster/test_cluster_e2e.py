@@ -1,0 +1,233 @@
+"""Cluster nodes in this process on PostgreSQL (one fresh schema per test): session takeover
+across nodes, a cut link (mail goes through the store), and the cluster secret (a node
+without it is never linked to; forged, replayed or malformed link frames are refused)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from cluster_harness import CLUSTER_SECRET, LEASE, LinkProxy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
+
+from client import Client
+from node_harness import make_settings, stop_node
+
+from actorchat.cluster import LINK_PATH
+from actorchat.cluster._link import Dialing, Frame, MailItem
+from actorchat.node import Node
+from actorchat.store import StoreUnavailable
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, pg_url: Any
+) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
+    schema = f"{pg_url.schema}_{secrets.token_hex(4)}"
+    nodes: list[Node] = []
+    async with trio.open_nursery() as nursery:
+
+        async def start(name: str, **overrides: Any) -> Node:
+            values: dict[str, Any] = {
+                "database_url": pg_url.url,
+                "node_name": name,
+                "cluster_secret": CLUSTER_SECRET.encode(),
+                "cluster_lease": LEASE,
+                **overrides,
+            }
+            node = Node(make_settings(tmp_path, **values), db_schema=schema)
+            await nursery.start(node.run)
+            nodes.append(node)
+            return node
+
+        yield start
+        with trio.fail_after(60):
+            for node in reversed(nodes):
+                await stop_node(node)
+        nursery.cancel_scope.cancel()
+
+
+async def linked(*nodes: Node, timeout: float = 10) -> None:
+    with trio.fail_after(timeout):
+        while not all(
+            len(n.cluster.status()["linked"]) == len(nodes) - 1 for n in nodes
+        ):
+            await trio.sleep(0.02)
+
+
+async def test_login_on_another_node_takes_over_and_moves_unacked_mail_in_order(cluster):
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port, auto_ack=False) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        await bob.login("bob")
+        first = [await alice.send_message("bob", f"a{i}") for i in range(20)]
+        await bob.until(lambda: len(bob.deliveries) >= 20)
+        assert [d["id"] for d in bob.deliveries] == first
+        async with Client.connect(n1.port) as bob2:
+            await bob2.login("bob")  # on the other node: it takes the session over
+            closed = await bob.wait_closed()
+            assert closed.code == 4001 and "taken over" in closed.reason
+            later = [await alice.send_message("bob", f"b{i}") for i in range(20)]
+            await bob2.until(lambda: len(bob2.delivered_ids()) >= 40)
+            # the unacknowledged mail moved with bob, in order, with the same mids
+            assert bob2.delivered_ids() == first + later
+            assert [d["mid"] for d in bob2.deliveries[:20]] == [d["mid"] for d in bob.deliveries]
+            await alice.until(lambda: set(first + later) <= set(alice.accepted))
+    assert "bob" in n1.cluster.owned and "bob" not in n2.cluster.owned
+    assert not alice.errors
+
+
+async def test_cut_link_mail_arrives_through_the_store_in_order(cluster, nursery):
+    port = free_port()
+    proxy = LinkProxy(port)
+    await nursery.start(proxy.run)
+    # n2 is reached through the proxy, n1 directly: only n1 -> n2 is cut below.
+    address = f"ws://127.0.0.1:{proxy.port}{LINK_PATH}"
+    n2 = await cluster("n2", port=port, cluster_address=address)
+    n1 = await cluster("n1")
+    await linked(n1, n2)
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        await bob.login("bob")
+        before = [await alice.send_message("bob", f"a{i}") for i in range(30)]
+        await bob.until(lambda: len(bob.delivered_ids()) >= 30)
+        proxy.cut()
+        during = [await alice.send_message("bob", f"b{i}") for i in range(30)]
+        await alice.until(lambda: set(during) <= set(alice.accepted), timeout=15)
+        await bob.until(lambda: len(bob.delivered_ids()) >= 60, timeout=15)
+        assert n1.cluster.relay.written >= 1 and n2.cluster.relay.taken >= 1
+        proxy.restore()
+        await linked(n1, n2)
+        after = [await alice.send_message("bob", f"c{i}") for i in range(30)]
+        await bob.until(lambda: len(bob.delivered_ids()) >= 90, timeout=15)
+        await alice.until(lambda: set(after) <= set(alice.accepted), timeout=15)
+    assert bob.delivered_ids() == before + during + after
+    assert not alice.errors and not bob.errors
+    with trio.fail_after(10):  # the relay empties once everything is in custody
+        while n2.cluster.relay.fed or n1.cluster.relay.marked:
+            await trio.sleep(0.05)
+
+
+async def test_a_node_without_the_secret_is_never_linked_nor_routed_to(cluster):
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    rogue = await cluster("rogue", cluster_secret=b"not the secret at all")
+    with trio.fail_after(10):
+        while not all("rogue" in n.cluster.status()["untrusted"] for n in (n1, n2)):
+            await trio.sleep(0.05)
+    # Its membership row has no valid proof: nobody dials it or routes mail to it; and its
+    # own view trusts nobody, so it dials no one (a hello it made would be refused: below).
+    assert "rogue" not in n1.cluster.members and "rogue" not in n2.cluster.members
+    assert "rogue" not in n1.cluster.peers and "rogue" not in n2.cluster.peers
+    assert rogue.cluster.status()["untrusted"] == ["n1", "n2"] and not rogue.cluster.peers
+    assert n1.cluster.status()["linked"] == ["n2"]
+
+
+async def _dial(port: int, secret: bytes) -> tuple[Any, Dialing]:
+    ws = await trio_websocket.connect_websocket_url(
+        _nursery_holder[0], f"ws://127.0.0.1:{port}{LINK_PATH}"
+    )
+    dialing = Dialing(secret, "n9", 1)
+    await ws.send_message(dialing.hello(await ws.get_message()))
+    return ws, dialing
+
+
+_nursery_holder: list[Any] = []
+
+
+async def test_forged_hello_and_forged_frames_are_refused(cluster, nursery):
+    n1 = await cluster("n1")
+    _nursery_holder[:] = [nursery]
+    async with Client.connect(n1.port) as bob:
+        await bob.register("bob")
+        await bob.register("eve")
+        await bob.login("bob")
+        # 1. a hello made without the secret: closed at once, before any frame
+        ws, _ = await _dial(n1.port, b"wrong secret, 24 bytes..")
+        with pytest.raises(trio_websocket.ConnectionClosed) as caught:
+            await ws.get_message()
+        assert caught.value.reason.code == 1008
+        # 2. the right secret, then a frame whose MAC is forged: refused, nothing delivered
+        for tamper in ("mac", "replay", "garbage"):
+            ws, dialing = await _dial(n1.port, CLUSTER_SECRET.encode())
+            dialing.check_answer(await ws.get_message())
+            sealer = dialing.sealer()
+            item = MailItem("eve", f"forged-{tamper}", "bob", "hi")
+            frame = sealer.seal(Frame(mail=[item]))
+            if tamper == "mac":
+                frame = frame[:8] + bytes([frame[8] ^ 1]) + frame[9:]
+                await ws.send_message(frame)
+            elif tamper == "replay":
+                empty = sealer.seal(Frame())
+                await ws.send_message(empty)
+                await ws.send_message(empty)  # the same frame again: out of sequence
+            else:
+                await ws.send_message(frame[:40] + b"\xc1 not msgpack")
+            with pytest.raises(trio_websocket.ConnectionClosed) as caught:
+                with trio.fail_after(5):
+                    while True:
+                        await ws.get_message()
+            assert caught.value.reason.code == 1008, tamper
+        await bob.drain(0.3)
+    assert not bob.deliveries
+    assert n1.cluster.refused_links == 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_node_that_loses_its_lease_fences_itself_and_rejoins_owning_nothing(cluster):
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    read = n2.store.read
+    blocked = trio.Event()
+
+    async def renewals_fail(method: str, *args: Any) -> Any:
+        if method == "cluster_renew" and not blocked.is_set():
+            raise StoreUnavailable("cut off (test)")
+        return await read(method, *args)
+
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        await bob.login("bob")
+        first = [await alice.send_message("bob", f"a{i}") for i in range(20)]
+        await bob.until(lambda: len(bob.delivered_ids()) >= 20)
+        old = n2.cluster.incarnation
+        n2.store.read = renewals_fail  # type: ignore[method-assign]
+        closed = await bob.wait_closed(timeout=LEASE * 3)
+        assert closed.code == 4004  # fenced: it may no longer own bob
+        assert not n2.cluster.owned and "bob" not in n2.registry.mailboxes
+        during = [await alice.send_message("bob", f"b{i}") for i in range(20)]
+        with trio.fail_after(LEASE * 4):
+            # its lease lapses: n1 no longer sees that incarnation (a new one may be back)
+            while n1.cluster.members.get("n2") == old:
+                await trio.sleep(0.02)
+        blocked.set()  # the database answers n2 again: it rejoins as a new incarnation
+        await alice.until(lambda: set(first + during) <= set(alice.accepted), timeout=15)
+    async with Client.connect(n1.port) as bob2:
+        await bob2.login("bob")  # bob's old owner is dead: n1 takes him at once
+        await bob2.until(lambda: len(bob2.delivered_ids()) >= 20, timeout=15)
+        assert bob2.delivered_ids() == during  # the first 20 were acknowledged before
+        await linked(n1, n2, timeout=15)
+    assert n2.cluster.incarnation != old and not n2.cluster.owned
+    assert "bob" in n1.cluster.owned and "bob" not in n2.registry.mailboxes
