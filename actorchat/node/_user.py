@@ -50,19 +50,19 @@ class UserActor(sv.Actor):
         self.label = name  # `python -m actorchat tree` shows whose mailbox this is
         self.queue = queue
         self.node = node
-        self.work = trio.Event()
         self.idle_since: float | None = None
         self.conn_monitor: sv.Monitor | None = None
-        self.ticker_wakeup = trio.Event()
+        # The two side tasks run only while they have work (see _wake_storage/_wake_ticker):
+        # most users are connected and idle, and a parked task costs ~5 KB each.
+        self.storing = False
+        self.ticking = False
 
     async def on_start(self) -> None:
-        self.start_task(self._storage)
-        self.start_task(self._ticker)
         if self.queue.to_store or self.queue.paging:
             # Restarted after a crash mid-write or mid-page-in: resume that work, or the queue
             # stays "paging" forever and its stored mail is never delivered. Guarded by
             # test_e2e_crash.py::test_mailbox_crash_during_page_in_loses_nothing.
-            self.work.set()
+            self._wake_storage()
         conn = self.queue.conn
         if conn is not None:  # restarted while a connection was attached: deliver again
             if conn.is_alive():
@@ -70,13 +70,13 @@ class UserActor(sv.Actor):
             else:
                 self._apply(self.queue.detach())
                 self.queue.conn = None
+        self._wake_ticker()  # not connected (mail for an offline user): ticks until linger
 
     async def receive(self, message: Any) -> Any:
         try:
             return await self._receive(message)
         finally:
-            if not self.ticker_wakeup.is_set() and not self._quiet():
-                self.ticker_wakeup.set()
+            self._wake_ticker()
 
     async def _receive(self, message: Any) -> Any:
         now = trio.current_time()
@@ -165,7 +165,7 @@ class UserActor(sv.Actor):
                 self._detach()
         self._owe(fx.store)
         if fx.page_in:
-            self.work.set()
+            self._wake_storage()
         for sender, ids in fx.accepted.items():
             node.metrics["accepted"] += len(ids)
             node.notify(sender, OutAccepted(tuple(ids)))
@@ -235,19 +235,33 @@ class UserActor(sv.Actor):
             and not queue.paging
         )
 
+    def _wake_ticker(self) -> None:
+        if not self.ticking and not self._quiet():
+            self.ticking = True
+            self.start_task(self._ticker)
+
     async def _ticker(self) -> None:
-        # Idle connected users are most users: they park here instead of waking every period
-        # (the benchmark measured ~5% of a core per 1,000 idle users with a timer each).
+        # Idle connected users are most users: no timer wakes them every period (the benchmark
+        # measured ~5% of a core per 1,000 idle users with one each), and no task waits for
+        # them either (~5 KB each): the ticker ends once the queue is quiet, and the next
+        # message that leaves it not quiet starts it again (``receive`` -> ``_wake_ticker``).
+        # No wake-up is lost: the test of ``_quiet()`` and the reset of ``ticking`` happen in
+        # one step (no checkpoint between them, and trio runs one task at a time), so work that
+        # arrived before that step is seen by the test, and work after it finds ``ticking``
+        # False and starts a new ticker. (What makes the queue not quiet outside ``receive``,
+        # in the storage task, is caught by the next message, as when the ticker parked.)
         period = min(1.0, self.node.settings.ack_timeout / 2)
-        while True:
-            if self._quiet():
-                self.ticker_wakeup = trio.Event()
-                await self.ticker_wakeup.wait()
-            await trio.sleep(period)
-            try:
-                self.ref.send_nowait(Tick())
-            except sv.MailboxFull:
-                pass
+        try:
+            while True:
+                await trio.sleep(period)
+                try:
+                    self.ref.send_nowait(Tick())
+                except sv.MailboxFull:
+                    pass
+                if self._quiet():
+                    return
+        finally:
+            self.ticking = False
 
     # -- the store ----------------------------------------------------------------------------
     def _owe(self, items: list[Item]) -> None:
@@ -255,21 +269,36 @@ class UserActor(sv.Actor):
         for item in items:
             self.queue.to_store.setdefault(item.key, item)
         if self.queue.to_store:
-            self.work.set()
+            self._wake_storage()
+
+    def _wake_storage(self) -> None:
+        if not self.storing:
+            self.storing = True
+            self.start_task(self._storage)
 
     async def _storage(self) -> None:
+        # Runs only while there is mail to write or a page to fetch, then ends: an idle user
+        # keeps no task for it. Started by ``_wake_storage`` whenever work is queued (``_owe``,
+        # a ``page_in`` effect, a restart with work left). No wake-up is lost: the loop's last
+        # test (nothing owed, not paging) and the reset of ``storing`` in ``finally`` run in
+        # one step (no checkpoint between them; trio runs one task at a time), so work queued
+        # before that step is seen by the test, and work queued after it finds ``storing``
+        # False and starts a new task. Work queued while a write or a page-in awaits is seen
+        # by the next test of the loop. Guarded by test_user_lazy.py.
         backoff = 0.05
-        while True:
-            await self.work.wait()
-            self.work = trio.Event()
-            while self.queue.to_store:
-                if await self._write_once():
-                    backoff = 0.05
-                else:
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-            if self.queue.paging:
+        try:
+            while True:
+                while self.queue.to_store:
+                    if await self._write_once():
+                        backoff = 0.05
+                    else:
+                        await trio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+                if not self.queue.paging:
+                    return
                 await self._page_in()
+        finally:
+            self.storing = False
 
     def _acked_unstored(self, item: Item) -> bool:
         """Acknowledged (so accepted, and gone from the queue) before its write committed.
@@ -330,8 +359,7 @@ class UserActor(sv.Actor):
                 "fetch_mail", self.name, self.queue.page_after(), PAGE
             )
         except StoreUnavailable:
-            await trio.sleep(1.0)
-            self.work.set()
+            await trio.sleep(1.0)  # still paging: the storage loop tries again
             return
         self.node.metrics["loaded"] += len(rows)
         if MESSAGES.isEnabledFor(DEBUG):
