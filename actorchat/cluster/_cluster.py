@@ -19,6 +19,10 @@ Shape (docs/guarantees.md, "Cluster"):
   to the node the mail came from. Until then the item is *pending* on the link; if the link
   breaks or the peer goes down first, every pending sender hears ``unavailable`` (nothing
   was promised; a retry is deduplicated by the owner).
+* Groups (docs/guarantees.md, "Groups across nodes"): a group's actor runs on the node that
+  holds its ``group:<id>`` row (``group_host``; other nodes forward group frames to it); its
+  copies for members owned elsewhere cross the link (``group_copy``) and their ``group_safe``
+  notices come back, or go through the relay. Presence and typing: ``_presence_link.py``.
 * The heartbeat renews the lease every lease/4 and fences the node (drops every connection
   and mailbox, writes no mail) if it could not renew within lease x 0.75: by then no one
   else may have claimed its users, and it rejoins as a new incarnation.
@@ -54,8 +58,10 @@ from ._link import (
     LinkRefused,
     MailItem,
     NoteItem,
+    PresenceItem,
     Refusal,
 )
+from ._presence_link import PresenceLink
 from ._relay import Relay
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ FRAME_ITEMS = 1024  # items per link frame at most
 KEEPALIVE = 0.5  # an idle link sends an empty frame this often...
 LINK_IDLE = 3.0  # ...and a link silent this long is taken for cut
 HOME_LIMIT = 200_000  # sender -> node entries kept for routing notices
+GROUP_KEY = "group:"  # cluster_owners name of a group's host ("group:<id>"; no user has ':')
 
 
 def new_incarnation() -> int:
@@ -84,6 +91,8 @@ class Peer:
         self.name, self.incarnation, self.address = name, incarnation, address
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](PEER_QUEUE)
         self.pending: dict[tuple[str, str], MailItem] = {}  # sent, no `accepted` back yet
+        # group copies sent, no `group_safe` back yet: (member, sender, id) -> item
+        self.copies: dict[tuple[str, str, str], MailItem] = {}
         self.up = False
         self.closed = False
         self.cancel = trio.CancelScope()
@@ -130,12 +139,14 @@ class Cluster:
         self.owners: dict[str, str] = {}  # user -> peer that owns its mailbox (a cache)
         self.moving: dict[str, trio.Event] = {}
         self.home: OrderedDict[str, str] = OrderedDict()  # sender -> node its mail came from
+        self.group_home: OrderedDict[str, str] = OrderedDict()  # group -> node of its copies
         self.peers: dict[str, Peer] = {}
         self.requests: dict[int, tuple[trio.Event, list[bool]]] = {}
         self._next_req = 0
         self.actor: ClusterActor | None = None
         self.refused_links = 0
         self.relay = Relay(self)
+        self.presence_link = PresenceLink(self)
         self._claims: dict[str, _Slot] = {}
         self._claiming = False
 
@@ -345,12 +356,148 @@ class Cluster:
         if kind is OutAccepted:
             note = NoteItem(user, "accepted", list(message.ids))
         elif kind is OutReceipt:
-            note = NoteItem(user, "receipt", list(message.ids), message.status, message.by)
+            note = NoteItem(
+                user, "receipt", list(message.ids), message.status, message.by,
+                group=message.group,
+            )
         elif kind is OutFrame:
             note = NoteItem(user, "frame", text=message.text)
         else:
             return
         peer.put_nowait(note)
+
+    # -- groups ---------------------------------------------------------------------------------
+    async def group_host(self, group: str) -> str | None:
+        """Where ``group``'s actor runs: None for here (claimed now if need be), else the live
+        node that holds its ``group:<id>`` row. One host per group cluster-wide, so one
+        sequencer and one order. Raises ``StoreUnavailable``."""
+        key = GROUP_KEY + group
+        if key in self.owned and not self.fenced:
+            return None
+        cached = self.owners.get(key)  # dropped when that peer goes or says "moved"
+        if cached is not None and cached in self.members:
+            return cached
+        if not self.joined.is_set() or self.fenced:
+            raise StoreUnavailable("this node is not in the cluster yet; try again")
+        owner = await self._claim(key)
+        if owner == self.me:
+            self.owned.add(key)
+            self.owners.pop(key, None)
+            return None
+        self.owners[key] = owner[0]
+        return owner[0]
+
+    async def forward_group_frame(self, host: str, user: str, frame: Any) -> None:
+        """A client's group frame (send, add, remove, leave) to the node hosting the group.
+        A ``send`` is pending until its ``accepted`` comes back; if the host is unreachable
+        or the link breaks first, the sender hears ``unavailable`` (retries are deduped)."""
+        import msgspec
+
+        from actorchat import protocol as p
+
+        item = MailItem(user, frame.id, GROUP_KEY + frame.group,
+                        msgspec.json.encode(frame).decode(), frame.group)
+        peer = self.peers.get(host)
+        is_send = isinstance(frame, p.Send)
+        if peer is None or not peer.up:
+            self.node.unavailable(user, frame.id)
+            return
+        if is_send:
+            peer.pending[(user, frame.id)] = item
+        await peer.send_channel.send(item)
+
+    async def _take_group_frame(self, origin: str, item: MailItem) -> None:
+        import msgspec
+
+        from actorchat import protocol as p
+        from actorchat.node._groups import take_remote_frame
+
+        peer = self.peers.get(origin)
+        try:
+            host = await self.group_host(item.group or "")
+        except StoreUnavailable:
+            host = ""
+        if host is not None:  # not (or no longer) the host here: the sender tries again
+            if peer is not None:
+                peer.put_nowait(Refusal(item.sender, item.id, item.to, "moved"))
+            return
+        frame = msgspec.json.decode(item.body, type=p.ClientFrame)
+        await take_remote_frame(self.node, item.sender, frame)
+
+    async def group_copy(self, member: str, item: MailItem) -> str:
+        """Where a group's copy for ``member`` goes: ``"local"`` (a mailbox here: the caller
+        hands it), ``"sent"`` (over the link to the member's owner, or into the relay, whose
+        commit makes it safe), ``"retry"`` (the relay is full)."""
+        relay = self.relay
+        if relay.marked and member in relay.marked:
+            return "sent" if relay.put(item) else "retry"  # behind its relayed copies
+        if member in self.owned or self.fenced:
+            return "local"
+        holder = self.owners.get(member)
+        if holder is None or holder not in self.members:
+            owner = await self.node.store.read("cluster_owner", member)
+            where, holder = route(
+                None if owner is None else owner[:2],
+                self.me,
+                self.members,
+                [name for name, peer in self.peers.items() if peer.up],
+            )
+            if where is Route.LOCAL:
+                return "local"
+            assert holder is not None
+            self.owners[member] = holder
+        peer = self.peers.get(holder)
+        if peer is None or not peer.up:
+            return "sent" if relay.put(item) else "retry"
+        peer.copies[(member, item.sender, item.id)] = item
+        await peer.send_channel.send(item)
+        self.node.metrics["cluster_group_copies"] += 1
+        return "sent"
+
+    def copies_safe(self, group: str, member: str, sender: str, ids: list[str]) -> None:
+        """Copies of ``group`` for ``member`` are safe (relay commit or the owner's notice):
+        tell the group actor here."""
+        from actorchat.node._groups import CopiesSafe
+
+        ref = self.node.groups.actors.get(group)
+        if ref is None:
+            return  # no actor: nothing waits (a rehand asks again)
+        try:
+            ref.send_nowait(CopiesSafe(member, sender, tuple(ids)))
+        except (sv.MailboxFull, sv.ActorDeadError):
+            pass
+
+    def group_effect(
+        self, kind: str, group: str, member: str, sender: str, ids: list[str],
+        status: str | None = None,
+    ) -> bool:
+        """A mailbox here made copies of ``group`` safe (``group_safe``) or got receipts
+        (``group_receipt``) and the group actor is elsewhere: to the node its copies came
+        from. False if there is none (the caller falls back)."""
+        holder = self.group_home.get(group)
+        peer = None if holder is None else self.peers.get(holder)
+        if peer is None or not peer.up:
+            return False
+        return peer.put_nowait(NoteItem(sender, kind, list(ids), status, member, group=group))
+
+    def _take_group_note(self, peer: Peer | None, note: NoteItem) -> None:
+        from actorchat.node._groups import Receipts
+
+        group, member = note.group or "", note.by or ""
+        if note.kind == "group_safe":
+            if peer is not None:
+                for client_id in note.ids:
+                    peer.copies.pop((member, note.user, client_id), None)
+            self.copies_safe(group, member, note.user, note.ids)
+            return
+        ref = self.node.groups.actors.get(group)
+        status = note.status or "delivered"
+        try:
+            if ref is None:
+                raise sv.ActorDeadError(group)
+            ref.send_nowait(Receipts(member, status, note.user, tuple(note.ids)))
+        except (sv.MailboxFull, sv.ActorDeadError):
+            self.node.notify(note.user, OutReceipt(status, member, tuple(note.ids), group))
 
     # -- receiving -----------------------------------------------------------------------------
     async def _take_mail(self, origin: str, item: MailItem) -> None:
@@ -359,6 +506,14 @@ class Cluster:
         self.home[item.sender] = origin
         if len(self.home) > HOME_LIMIT:
             self.home.popitem(last=False)
+        if item.to.startswith(GROUP_KEY):
+            await self._take_group_frame(origin, item)
+            return
+        if item.group is not None:
+            self.group_home[item.group] = origin
+            self.group_home.move_to_end(item.group)
+            if len(self.group_home) > HOME_LIMIT:
+                self.group_home.popitem(last=False)
         message = Incoming(item.sender, item.id, item.body, item.group, item.media)
         for _attempt in range(3):
             if item.to not in self.owned or self.fenced or item.to in self.moving:
@@ -402,6 +557,9 @@ class Cluster:
 
     def _take_note(self, origin: str, note: NoteItem) -> None:
         peer = self.peers.get(origin)
+        if note.kind == "group_safe" or note.kind == "group_receipt":
+            self._take_group_note(peer, note)
+            return
         if note.kind == "accepted" and peer is not None:
             for client_id in note.ids:
                 peer.pending.pop((note.user, client_id), None)
@@ -411,7 +569,9 @@ class Cluster:
         if note.kind == "accepted":
             message: Any = OutAccepted(tuple(note.ids))
         elif note.kind == "receipt":
-            message = OutReceipt(note.status or "delivered", note.by or "", tuple(note.ids))
+            message = OutReceipt(
+                note.status or "delivered", note.by or "", tuple(note.ids), note.group
+            )
         elif note.kind == "frame" and note.text is not None:
             message = OutFrame(note.text)
         else:
@@ -425,6 +585,11 @@ class Cluster:
 
     def _take_refusal(self, origin: str, refusal: Refusal) -> None:
         peer = self.peers.get(origin)
+        if peer is not None and peer.copies.pop((refusal.to, refusal.sender, refusal.id), None):
+            # A group's copy: the group actor hands it out again later (its own order).
+            if self.owners.get(refusal.to) == origin:
+                del self.owners[refusal.to]
+            return
         if peer is not None:
             peer.pending.pop((refusal.sender, refusal.id), None)
         if refusal.code == "moved" and self.owners.get(refusal.to) == origin:
@@ -479,6 +644,8 @@ class Cluster:
                     self._take_refusal(origin, refusal)
                 for control in frame.control:
                     self._take_control(origin, control)
+                for presence in frame.presence:
+                    self.presence_link.take(origin, presence)
         except (LinkRefused, trio.TooSlowError) as e:
             self.refused_links += 1
             self.node.metrics["cluster_links_refused"] += 1
@@ -504,26 +671,40 @@ class Cluster:
         peer may or may not have it. Relay every item, in the order sent: stored, it is
         accepted, and the owner drops what it already had (dedupe)."""
         pending, peer.pending = peer.pending, {}
+        copies, peer.copies = peer.copies, {}
         for item in pending.values():
-            self._relay(item)
+            if item.to.startswith(GROUP_KEY):
+                self.node.unavailable(item.sender, item.id)  # a group frame: not accepted
+            else:
+                self._relay(item)
+        for item in copies.values():  # group copies, in the group's order per member
+            if not self.relay.put(item):
+                pass  # still unsafe in its group: handed out again later
 
     async def run_peer(self, peer: Peer) -> None:
         """Dial ``peer`` and write its queue, in batches, until it is closed; reconnect with
         backoff while it is a live member."""
         backoff = 0.1
-        with peer.cancel:
-            while not peer.closed:
-                try:
-                    await self._link_once(peer)
-                    backoff = 0.1
-                except Exception as e:  # any failure ends this link only: dial again
-                    # (the ping task's TooSlowError or ConnectionClosed arrives in a group)
-                    log.info("link to %s ended: %r", peer.name, e)
-                finally:
-                    peer.up = False
-                    self._fail_pending(peer)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        try:
+            with peer.cancel:
+                while not peer.closed:
+                    try:
+                        await self._link_once(peer)
+                        backoff = 0.1
+                    except Exception as e:  # any failure ends this link only: dial again
+                        # (the ping task's TooSlowError or ConnectionClosed arrives in a group)
+                        log.info("link to %s ended: %r", peer.name, e)
+                    finally:
+                        peer.up = False
+                        self._fail_pending(peer)
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+        except Exception as e:
+            # Closed (cancelled) while the link was failing: the group of both leaves the
+            # cancel scope as the link's error alone. Not a reason to restart the cluster.
+            if not peer.closed:
+                raise
+            log.info("link to %s closed while failing: %r", peer.name, e)
 
     async def _link_once(self, peer: Peer) -> None:
         dialing = Dialing(self.secret, self.name, self.incarnation)
@@ -539,6 +720,7 @@ class Cluster:
                     dialing.check_answer(await ws.get_message())
                 peer.up = True
                 log.info("linked to %s at %s", peer.name, peer.address)
+                self.presence_link.link_up(peer)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._ping_link, ws)
                     await self._write_link(peer, ws, dialing)
@@ -566,6 +748,7 @@ class Cluster:
             notes: list[NoteItem] = []
             refused: list[Refusal] = []
             control: list[Control] = []
+            presence: list[PresenceItem] = []
             batch = [] if first is None else [first]
             while len(batch) < FRAME_ITEMS:
                 try:
@@ -580,10 +763,13 @@ class Cluster:
                     notes.append(item)
                 elif kind is Refusal:
                     refused.append(item)
+                elif kind is PresenceItem:
+                    presence.append(item)
                 else:
                     control.append(item)
+            frame = Frame(mail, notes, refused, control, presence)
             with trio.fail_after(stall):
-                await ws.send_message(sealer.seal(Frame(mail, notes, refused, control)))
+                await ws.send_message(sealer.seal(frame))
             peer.frames += 1
             peer.items += len(batch)
 
@@ -609,6 +795,7 @@ class Cluster:
         for name, peer in list(self.peers.items()):
             if name not in self.members:
                 self._close_peer(peer)
+                self.actor.start_task(self.presence_link.gone_after_grace, name)
 
     def _close_peer(self, peer: Peer) -> None:
         peer.closed = True
@@ -633,6 +820,9 @@ class Cluster:
         self.owned.clear()
         self.owners.clear()
         self.relay.reset()
+        groups = getattr(node, "groups", None)
+        for ref in list(groups.actors.values()) if groups is not None else []:
+            ref.stop()  # another node may host these groups now: one sequencer each
         for peer in list(self.peers.values()):
             self._close_peer(peer)
         for conn in list(node.registry.connections.values()):
@@ -729,6 +919,7 @@ class ClusterActor(sv.Actor):
         for peer in list(cluster.peers.values()):  # a restart: the old link tasks are gone
             cluster._close_peer(peer)
         cluster.actor = self
+        cluster.presence_link.attach()
         self.start_task(self.cluster.heartbeat)
         self.start_task(self.cluster.relay.run)
 

@@ -36,6 +36,7 @@ __all__ = [
     "MailItem",
     "NoteItem",
     "Opener",
+    "PresenceItem",
     "Refusal",
     "Sealer",
 ]
@@ -53,7 +54,9 @@ class LinkRefused(Exception):
 
 # -- payloads --------------------------------------------------------------------------------
 class MailItem(Struct, array_like=True, frozen=True):
-    """A ``send`` crossing to the node that owns the recipient's mailbox."""
+    """A ``send`` crossing to the node that owns the recipient's mailbox; with ``group``, a
+    group's copy for member ``to``. ``to`` = ``"group:<id>"``: a client's group frame (``body``,
+    its JSON) for the node that hosts the group's actor."""
 
     sender: str
     id: str
@@ -65,7 +68,10 @@ class MailItem(Struct, array_like=True, frozen=True):
 
 class NoteItem(Struct, array_like=True, frozen=True):
     """Something to tell a user connected on the receiving node: ``accepted`` (``ids``),
-    ``receipt`` (``status``, ``by``, ``ids``) or ``frame`` (``text``, sent as is)."""
+    ``receipt`` (``status``, ``by``, ``ids``, ``group`` for a group's copy) or ``frame``
+    (``text``, sent as is). To the group actor of ``group`` on the receiving node, about
+    copies of ``user``'s messages held by member ``by``: ``group_safe`` (acked or stored)
+    and ``group_receipt`` (``status``)."""
 
     user: str
     kind: str
@@ -73,6 +79,7 @@ class NoteItem(Struct, array_like=True, frozen=True):
     status: str | None = None
     by: str | None = None
     text: str | None = None
+    group: str | None = None
 
 
 class Refusal(Struct, array_like=True, frozen=True):
@@ -97,14 +104,25 @@ class Control(Struct, array_like=True, frozen=True):
     ok: bool = False
 
 
+class PresenceItem(Struct, array_like=True, frozen=True):
+    """A user of the sending node came ``online`` there (since ``at``) or went ``offline``
+    (after its grace, last seen ``at``). On a new link the sender first sends ``reset``, its
+    online users, then ``synced``: users it reported before and not since are offline."""
+
+    user: str
+    status: str
+    at: float = 0.0
+
+
 class Frame(Struct, array_like=True, frozen=True):
     """One link frame: what the sending node had queued for the receiving one. The receiver
-    handles ``mail`` in order, then ``notes``, ``refused`` and ``control``."""
+    handles ``mail`` in order, then ``notes``, ``refused``, ``control`` and ``presence``."""
 
     mail: list[MailItem] = []
     notes: list[NoteItem] = []
     refused: list[Refusal] = []
     control: list[Control] = []
+    presence: list[PresenceItem] = []
 
 
 _encoder = msgspec.msgpack.Encoder()

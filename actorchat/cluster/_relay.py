@@ -109,6 +109,9 @@ class Relay:
             node.metrics["cluster_relayed"] += len(batch)
             accepted: dict[str, list[str]] = {}
             for item in batch:
+                if item.group is not None:  # a group's copy: safe now, for its group actor
+                    self.cluster.copies_safe(item.group, item.to, item.sender, [item.id])
+                    continue
                 accepted.setdefault(item.sender, []).append(item.id)
             for sender, ids in accepted.items():
                 node.notify(sender, OutAccepted(tuple(ids)))

@@ -21,8 +21,13 @@ Fan-out of a batch of messages, in sequence order (docs/guarantees.md, Groups):
   (``Store.put_group_copies``); committed copies are safe at once;
 * when every copy of a message is safe, the sender hears ``accepted``.
 
-A member on another node would be one more destination here (its copies batched over the link
-to the node that holds it); that wiring belongs to the cluster and is not done yet.
+In a cluster (docs/guarantees.md, "Groups across nodes"), a group's actor runs only on the
+node that holds the group's ``group:<id>`` row in ``cluster_owners`` (``Cluster.group_host``);
+the other nodes forward their clients' group frames to it over the link. A member whose
+mailbox another live node owns is one more destination: ``Cluster.group_copy`` sends the copy
+over the link (in its batches) and that node's mailbox reports it safe back over the link
+(``group_safe``); a link that is down or breaks first sends it through the relay, whose
+commit makes it safe.
 """
 
 from __future__ import annotations
@@ -228,8 +233,8 @@ class GroupActor(sv.Actor):
                 held, done = registry.hold_offline(list(todo))
             else:
                 # In a cluster another node may own a member's mailbox (and choose its keys):
-                # no direct writes; every copy goes through a mailbox this node owns. Copies
-                # for members owned elsewhere wait (the cluster's link is not wired to groups).
+                # no direct writes; every copy goes through a mailbox this node owns, or over
+                # the link (or the relay) to the node that owns it (``_give``).
                 held, done = [], trio.Event()
             failed = False
             try:
@@ -281,8 +286,24 @@ class GroupActor(sv.Actor):
         node = self.node
         registry = node.registry
         incoming = Incoming(msg.sender, msg.id, msg.body, self.info.group, msg.media)
+        cluster = node.cluster
         backoff = 0.05
         while True:
+            if cluster is not None:
+                from actorchat.cluster._link import MailItem
+
+                item = MailItem(msg.sender, msg.id, member, msg.body, self.info.group, msg.media)
+                try:
+                    where = await cluster.group_copy(member, item)
+                except StoreUnavailable:
+                    where = "retry"
+                if where == "sent":
+                    node.metrics["group_copies_handed"] += 1
+                    return
+                if where == "retry":
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
             ref = registry.mailboxes.get(member)
             try:
                 if ref is None or not ref.is_alive():
@@ -387,6 +408,10 @@ class GroupDirectory:
         done = self._starting[group] = trio.Event()
         try:
             node = self.node
+            if node.cluster is not None:
+                host = await node.cluster.group_host(group)
+                if host is not None:  # one sequencer per group cluster-wide
+                    raise StoreUnavailable(f"group {group} is hosted by node {host}; try again")
             found = await node.store.read("load_group", group)
             if found is None:
                 return None
@@ -425,6 +450,8 @@ class GroupDirectory:
         for (group, sender), ids in (fx.group_accepted or {}).items():
             ref = self.actors.get(group)
             if ref is None:
+                if node.cluster is not None:  # its actor runs on another node, perhaps
+                    node.cluster.group_effect("group_safe", group, member, sender, ids)
                 continue  # no actor: nothing waits on this copy (or a rehand asks again)
             try:
                 ref.send_nowait(CopiesSafe(member, sender, tuple(ids)))
@@ -433,6 +460,10 @@ class GroupDirectory:
         for status, receipts in (("delivered", fx.group_delivered), ("read", fx.group_read)):
             for (group, sender), ids in (receipts or {}).items():
                 ref = self.actors.get(group)
+                if ref is None and node.cluster is not None and node.cluster.group_effect(
+                    "group_receipt", group, member, sender, ids, status
+                ):
+                    continue
                 try:
                     if ref is None:
                         raise sv.ActorDeadError(group)
@@ -547,15 +578,57 @@ async def _welcome(conn: Any, user: str) -> None:
             await conn.out(p.encode(info.frame()))
 
 
+class _RemoteConn:
+    """A client on another node whose group frame was forwarded here (the group's host):
+    what the handlers use of a connection. Answers travel back as notices."""
+
+    def __init__(self, node: Node, user: str) -> None:
+        self.node, self.user = node, user
+
+    async def out(self, text: str) -> None:
+        self.node.notify_now(self.user, text)
+
+
+_HANDLERS: dict[type, Any] = {
+    p.Send: _send, p.GroupAdd: _add, p.GroupRemove: _remove, p.GroupLeave: _leave,
+}
+
+
+async def take_remote_frame(node: Node, user: str, frame: Any) -> None:
+    """A group frame forwarded by another node: handled here as if from a local client."""
+    handler = _HANDLERS.get(type(frame))
+    if handler is not None and getattr(frame, "group", None) is not None:
+        await handler(_RemoteConn(node, user), frame)
+
+
+def _routed(handler: Any) -> Any:
+    """In a cluster: the frame goes to the node hosting the group, unless that is us."""
+
+    async def routed(conn: Any, frame: Any) -> None:
+        cluster = conn.node.cluster
+        if cluster is not None:
+            try:
+                host = await cluster.group_host(frame.group)
+            except StoreUnavailable as e:
+                await conn.out(_error(E.UNAVAILABLE, f"{e}", frame.id))
+                return
+            if host is not None:
+                await cluster.forward_group_frame(host, conn.user, frame)
+                return
+        await handler(conn, frame)
+
+    return routed
+
+
 def install_groups(node: Node) -> None:
     """Plug groups into a node: its directory, frame handlers and welcome hook."""
     node.groups = GroupDirectory(node)
     node.group_linger = 30.0
     node.frame_handlers[p.GroupCreate] = _create
-    node.frame_handlers[p.GroupAdd] = _add
-    node.frame_handlers[p.GroupRemove] = _remove
-    node.frame_handlers[p.GroupLeave] = _leave
-    node.group_send = _send
+    node.frame_handlers[p.GroupAdd] = _routed(_add)
+    node.frame_handlers[p.GroupRemove] = _routed(_remove)
+    node.frame_handlers[p.GroupLeave] = _routed(_leave)
+    node.group_send = _routed(_send)
     node.on_welcome.append(_welcome)
 
     async def group_members(*args: Any) -> list[str] | None:

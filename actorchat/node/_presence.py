@@ -117,6 +117,14 @@ class PresenceBook:
         """Users online through this node, with since when: a snapshot for a new peer."""
         return [(u, self._since.get(u, 0.0)) for u in (*self._conns, *self._pending)]
 
+    def nodes_of(self, user: str) -> list[str]:
+        """The peer nodes that report ``user`` online there."""
+        return list(self._remote.get(user, ()))
+
+    def reported_by(self, node: str) -> frozenset[str]:
+        """The users ``node`` reports online."""
+        return frozenset(self._by_node.get(node, ()))
+
     def user_of(self, conn: Hashable) -> str | None:
         return self._user_of.get(conn)
 

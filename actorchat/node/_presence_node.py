@@ -17,7 +17,7 @@ Typing is relayed, never stored, never acknowledged: to the recipient's connecti
 this node now, else dropped (a typing frame over the connection's rate limit is answered
 ``rate_limited`` by the session and dropped; the connection stays open).
 
-The cluster plugs in here (not wired yet; see docs/scaling.md): ``announce`` hooks hear every
+The cluster plugs in here (``actorchat/cluster/_presence_link.py``): ``announce`` hooks hear every
 change of this node's users (to tell peers), ``remote()``/``node_gone()`` take peers' reports,
 ``users_here()`` is the snapshot for a new peer, a peer may subscribe like a connection
 (``subscribe_remote``, any object with ``presence_changed(frame)``), and ``forward_typing``
