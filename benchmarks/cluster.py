@@ -52,9 +52,11 @@ def log(text: str) -> None:
 
 class NodeProc:
     def __init__(
-        self, url: str, name: str, cpu: int | None, workdir: Path, cluster: bool = True
+        self, url: str, name: str, cpu: int | None, workdir: Path, cluster: bool = True,
+        log_name: str = "",
     ) -> None:
         self.name = name
+        self.log_path = workdir / f"{log_name or name}.stderr"
         args = [
             sys.executable, "-m", "actorchat", "--port", "0", "--node-name", name,
             "--database-url", url, "--secret", SECRET, "--migrate", "no",
@@ -71,7 +73,7 @@ class NodeProc:
 
         self.proc = subprocess.Popen(
             args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-            stderr=open(workdir / f"{name}.stderr", "w"),  # noqa: SIM115
+            stderr=open(self.log_path, "w"),  # noqa: SIM115
             env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=pin,
         )
         self.port = 0
@@ -88,7 +90,7 @@ class NodeProc:
         threading.Thread(target=read, daemon=True).start()
         if not found.wait(60):
             self.kill()
-            raise RuntimeError(f"{name} did not start; see {workdir}/{name}.stderr")
+            raise RuntimeError(f"{name} did not start; see {self.log_path}")
 
     def status(self) -> dict[str, Any]:
         import urllib.request
@@ -96,6 +98,21 @@ class NodeProc:
         url = f"http://127.0.0.1:{self.port}/cluster/status"
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.loads(r.read())
+
+    def store_hops(self) -> dict[str, Any]:
+        """From /metrics: the store hops by duration (le -> count, cumulative) and fences."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, Any] = {}
+        for line in text.splitlines():
+            if line.startswith("actorchat_store_batch_seconds_bucket"):
+                out[line.split('le="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("actorchat_cluster_fenced"):
+                out["fenced"] = float(line.rsplit(" ", 1)[1])
+        return out
 
     def cpu(self) -> float:
         t = psutil.Process(self.proc.pid).cpu_times()
@@ -150,6 +167,7 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
             continue
         if "event" in msg:
             marks[msg["event"] + "_t"] = time.monotonic()
+            marks[msg["event"] + "_utc"] = time.time()
             marks[msg["event"] + "_cpu"] = sum(n.cpu() for n in nodes)
         elif "result" in msg:
             result = msg["result"]
@@ -158,6 +176,13 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
         return {"error": (proc.stderr.read() if proc.stderr else "")[-1500:]}
     span = marks["window_end_t"] - marks["window_start_t"]
     result["nodes_cpu"] = (marks["window_end_cpu"] - marks["window_start_cpu"]) / span
+    result["window_utc"] = [time.strftime("%H:%M:%S", time.gmtime(marks[k]))
+                            for k in ("window_start_utc", "window_end_utc")]
+    result["ended_utc"] = time.strftime("%H:%M:%S", time.gmtime())
+    try:
+        result["store_hops"] = {n.name: n.store_hops() for n in nodes}
+    except Exception as e:  # a node that died: reported, not fatal
+        result["store_hops"] = repr(e)
     return result
 
 
@@ -263,20 +288,26 @@ def main() -> None:
             for kind in ("plain", "one", "two"):
                 prefix = f"{kind}{rnd}u"
                 asyncio.run(seed(dsn, [f"{prefix}{i}" for i in range(args.users)]))
+                # Each node's log (stderr: fencing, link and relay warnings) is kept per round.
                 if kind == "plain":  # no cluster secret: the node as it was before issue 6
-                    nodes = [NodeProc(url, "n0", one_cpu, workdir, cluster=False)]
+                    nodes = [NodeProc(url, "n0", one_cpu, workdir, cluster=False,
+                                      log_name=f"{prefix}-n0")]
                     r = relay(nodes, args.users, args.window, args.duration, prefix, load_cpu)
                 elif kind == "one":
-                    nodes = [NodeProc(url, "n1", one_cpu, workdir)]
+                    nodes = [NodeProc(url, "n1", one_cpu, workdir, log_name=f"{prefix}-n1")]
                     wait_linked(nodes)
                     r = relay(nodes, args.users, args.window, args.duration, prefix, load_cpu)
                 else:
-                    nodes = [NodeProc(url, "n1", CPUS[0], workdir),
-                             NodeProc(url, "n2", CPUS[-1], workdir)]
+                    nodes = [NodeProc(url, "n1", CPUS[0], workdir, log_name=f"{prefix}-n1"),
+                             NodeProc(url, "n2", CPUS[-1], workdir, log_name=f"{prefix}-n2")]
                     wait_linked(nodes)
                     r = relay(nodes, args.users, args.window, args.duration, prefix, None)
                 for n in nodes:
                     n.stop()
+                warnings = [f"{n.log_path.name}: {line.strip()}" for n in nodes
+                            for line in n.log_path.read_text(errors="replace").splitlines()
+                            if "fenc" in line.lower() or "4004" in line]
+                r["node_fencing_lines"] = warnings[:20]
                 nodes = []
                 runs[kind].append(r)
                 lat = r.get("latency", {})
@@ -288,8 +319,14 @@ def main() -> None:
                        f" p99 {cross.get('p99_ms', float('nan')):.1f} ms" if cross.get("count")
                        else "")
                     + f"  nodes cpu {r.get('nodes_cpu', float('nan')):.2f}"
-                    + f"  lost {r.get('lost')} dup {r.get('duplicates')}"
+                    + f"  lost {r.get('lost')} (accepted {r.get('accepted_not_delivered')},"
+                    f" unaccepted {r.get('unaccepted')}) dup {r.get('duplicates')}"
                     f" ooo {r.get('out_of_order')}"
+                    + (f"  sent {r.get('sent')} accepted {r.get('accepted')}"
+                       f" rejected {r.get('rejected')} closed {r.get('closed_by_server')}"
+                       f" first error {r.get('first_error')}"
+                       if r.get("lost") or r.get("out_of_order") else "")
+                    + (f"  FENCED {len(warnings)} lines in node logs" if warnings else "")
                     + (f"  ERROR {r['error'][:300]}" if r.get("error") else ""))
         best = {k: max(v, key=lambda r: r.get("delivered_per_s", 0)) for k, v in runs.items()}
         out["plain_node"] = best["plain"]

@@ -353,6 +353,14 @@ class Relay(Generator):
         self.rejected = 0
         self.start_ns = 0
         self.timeline: list[int] = []  # deliveries per 0.25 s since sending began
+        # By id (the client id "i.seq" is unique per sender): what was accepted, delivered,
+        # rejected, so that the end can tell an accepted message never delivered (a loss)
+        # from one the server never accepted.
+        self.accepted_ids: set[str] = set()
+        self.delivered_ids: set[str] = set()
+        self.rejected_ids: set[str] = set()
+        self.accepted_twice = 0
+        self.accepted_after_delivery = 0
 
     def send_from(self, i: int) -> None:
         s = self.sessions[i]
@@ -389,13 +397,15 @@ class Relay(Generator):
             sender_text, _, seq_text = it.id.partition(".")
             sender = int(sender_text)
             seq = int(seq_text)
-            last = self.last_seen[sender]
-            if seq <= last:
+            if it.id in self.delivered_ids or self.sessions[sender].name != it.from_:
                 self.duplicates += 1
                 continue
+            self.delivered_ids.add(it.id)
+            last = self.last_seen[sender]
             if seq != last + 1:
                 self.out_of_order += 1
-            self.last_seen[sender] = seq
+            if seq > last:
+                self.last_seen[sender] = seq
             self.inflight[sender] -= 1
             self.delivered += 1
             if in_window:
@@ -415,6 +425,13 @@ class Relay(Generator):
 
     def on_accepted(self, session: Session, ids: Any) -> None:
         self.accepted += len(ids)
+        for mid in ids:
+            if mid in self.accepted_ids:
+                self.accepted_twice += 1
+            else:
+                self.accepted_ids.add(mid)
+                if mid in self.delivered_ids:
+                    self.accepted_after_delivery += 1
 
     def on_error(self, session: Session, frame: Frame) -> None:
         super().on_error(session, frame)
@@ -422,6 +439,7 @@ class Relay(Generator):
         sender_text, dot, _ = (frame.ref or "").partition(".")
         if dot and sender_text.isdigit():
             sender = int(sender_text)
+            self.rejected_ids.add(frame.ref or "")
             self.inflight[sender] -= 1
             self.rejected += 1
             if self.closed_loop and self.sending:
@@ -489,19 +507,32 @@ class Relay(Generator):
         if ticker is not None:
             await ticker
         # Let what is in flight arrive, and for actorchat the `accepted` frames: as long as
-        # something arrives every few seconds, up to --drain-timeout.
+        # something arrives every few seconds, and in any case (up to --drain-timeout) until
+        # every accepted message is delivered: an accepted message must never be lost.
         deadline = time.monotonic() + a.drain_timeout
         progress, last_change = -1, time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last_change < 3.0:
+        while time.monotonic() < deadline:
             if self.delivered + self.rejected >= self.sent and (
                 a.system != "actorchat" or self.accepted + self.rejected >= self.sent
             ):
                 break
             if self.delivered + self.accepted != progress:
                 progress, last_change = self.delivered + self.accepted, time.monotonic()
+            elif time.monotonic() - last_change >= 3.0 and self.accepted_ids <= self.delivered_ids:
+                break
             await asyncio.sleep(0.01)
         drain_s = time.monotonic() - wall1
+        closed_by_server = collections.Counter(
+            str(s.client.close_code) for s in self.sessions if s.client is not None
+            and s.client.closed
+        )
         self.close_all()
+        undelivered = [
+            f"{i}.{q}" for i in range(self.n) for q in range(1, self.seq[i] + 1)
+            if f"{i}.{q}" not in self.delivered_ids and f"{i}.{q}" not in self.rejected_ids
+        ]
+        accepted_not_delivered = [m for m in undelivered if m in self.accepted_ids]
+        unaccepted = [m for m in undelivered if m not in self.accepted_ids]
         window = (self.t1 - self.t0) / 1e9
         lat = percentiles(self.latencies)
         return {
@@ -530,6 +561,16 @@ class Relay(Generator):
             "cross_node_latency": percentiles(self.cross_latencies),
             "counts": dict(self.counts),
             "first_error": self.first_error,
+            # By id: of the `lost` (neither delivered nor rejected by the end of the drain),
+            # how many the sender had seen `accepted` for (must be 0) and how many not.
+            "accepted_not_delivered": len(accepted_not_delivered),
+            "unaccepted": len(unaccepted),
+            "accepted_not_delivered_ids": accepted_not_delivered[:20],
+            "unaccepted_ids": unaccepted[:20],
+            "delivered_not_accepted": len(self.delivered_ids - self.accepted_ids),
+            "accepted_twice": self.accepted_twice,
+            "accepted_after_delivery": self.accepted_after_delivery,
+            "closed_by_server": dict(closed_by_server),
         }
 
 

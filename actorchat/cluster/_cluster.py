@@ -852,14 +852,20 @@ class Cluster:
             await self._join()
             while True:
                 sent = trio.current_time()
-                try:
-                    ok, now, rows = await node.store.read(
-                        "cluster_renew", self.name, self.incarnation, self.lease,
-                        len(node.registry.connections),
-                    )
-                except StoreUnavailable as e:
-                    log.warning("lease renewal failed: %s", e)
-                    ok, now, rows = None, 0.0, []
+                ok, now, rows = None, 0.0, []
+                # A renewal that has not come back by the deadline must not let this node go
+                # on acting: past it, another node may see the lease lapse and claim our users.
+                # So the wait itself is bounded by the deadline (a late commit of this renewal
+                # only delays the others' claims: safe). Guarded by
+                # test_cluster_e2e.py::test_a_renewal_that_hangs_fences_the_node_at_its_deadline.
+                with trio.move_on_at(self.valid_until):
+                    try:
+                        ok, now, rows = await node.store.read(
+                            "cluster_renew", self.name, self.incarnation, self.lease,
+                            len(node.registry.connections),
+                        )
+                    except StoreUnavailable as e:
+                        log.warning("lease renewal failed: %s", e)
                 if ok:
                     self.valid_until = valid_until(sent, self.lease)
                     self.apply_view(rows, now)

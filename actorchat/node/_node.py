@@ -5,6 +5,8 @@
     node            rest_for_one: a later child depends on the earlier ones
     ├── store       StoreActor (thread, asyncio loop, SQLAlchemy async engine)
     ├── storefront  StoreFront (group commit in front of the thread)
+    ├── leasestore  StoreActor, a cluster node on PostgreSQL: the lease's own thread/connection
+    ├── cluster     ClusterActor, a cluster node: heartbeat, links, relay (actorchat/cluster)
     ├── users       simple_one_for_one: UserActor per user with mail or a connection
     ├── groups      simple_one_for_one: GroupActor per group in use (_groups.py)
     ├── connections simple_one_for_one (temporary): ConnectionActor per WebSocket
@@ -42,7 +44,7 @@ from ._messages import OutFrame
 from ._ops import install_operations, readiness
 from ._presence_node import PresenceActor, install_presence
 from ._registry import Registry
-from ._storage import StoreActor, StoreClient, StoreFront, check_database
+from ._storage import StoreActor, StoreClient, StoreFront, check_database, lease_store_spec
 from ._user import UserActor
 from ._web import install_web
 
@@ -175,7 +177,11 @@ class Node:
             return []
         from actorchat.cluster import ClusterActor
 
-        return [sv.ChildSpec("cluster", ClusterActor, (self,), shutdown=10.0)]
+        settings = self.settings  # the lease's own store first (PostgreSQL): _storage.py
+        return [
+            *lease_store_spec(settings.database_url, self.db_schema, settings.db_statement_timeout),
+            sv.ChildSpec("cluster", ClusterActor, (self,), shutdown=10.0),
+        ]
 
     def _make_front(self) -> StoreFront:
         self.front = StoreFront(self._store_ref)

@@ -309,6 +309,26 @@ class StoreFront(sv.Actor):
         return True
 
 
+# The reads that keep a cluster node's lease. On PostgreSQL they go to the ``leasestore``
+# child (its own thread and database connection, ``lease_store_spec``), never into the
+# store front's queue behind the group commits of mail: a renewal that waits there for seconds
+# under load fences the node (and, since the heartbeat checks its deadline only once the
+# renewal is back, lets it act after its lease lapsed in the database).
+LEASE_READS = frozenset({"cluster_join", "cluster_renew"})
+LEASE_STORE = "leasestore"
+
+
+def lease_store_spec(
+    url: str, schema: str | None, statement_timeout: float
+) -> list[sv.ChildSpec]:
+    """The lease's own store (one connection), for a cluster node on PostgreSQL. SQLite
+    (one host, one file) keeps the shared path: a second writer would only wait on its lock."""
+    if not url.startswith(("postgresql", "postgres")):
+        return []
+    return [sv.ChildSpec(LEASE_STORE, StoreActor, (url, schema, False, 1, statement_timeout),
+                         shutdown=10.0)]
+
+
 class StoreClient:
     """What the node's actors use: typed helpers over ``StoreFront``."""
 
@@ -339,7 +359,22 @@ class StoreClient:
         return await self._call(Write(batch), timeout)
 
     async def read(self, method: str, *args: Any) -> Any:
+        if method in LEASE_READS:
+            sup = self.node.sup
+            ref = sup.whereis(LEASE_STORE) if sup is not None else None
+            if ref is not None:
+                return await self._lease_read(ref, Read(method, args))
         return await self._call(Read(method, args))
+
+    async def _lease_read(self, ref: sv.ActorRef, read: Read) -> Any:
+        """One lease read on the lease's own store thread (see LEASE_READS)."""
+        try:
+            _written, (result,) = await ref.call(_Hop(None, (read,)), timeout=self.timeout)
+        except (sv.ActorDeadError, sv.CallTimeout) as e:
+            raise StoreUnavailable(f"the lease store did not answer: {e}") from e
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def write_behind(self, batch: StoreBatch) -> None:
         """Queue a write nobody waits for (deletes of delivered mail, dedupe rows)."""

@@ -231,3 +231,30 @@ async def test_a_node_that_loses_its_lease_fences_itself_and_rejoins_owning_noth
         await linked(n1, n2, timeout=15)
     assert n2.cluster.incarnation != old and not n2.cluster.owned
     assert "bob" in n1.cluster.owned and "bob" not in n2.registry.mailboxes
+
+
+async def test_a_renewal_that_hangs_fences_the_node_at_its_deadline(cluster):
+    """A renewal that never comes back must not let the node go on serving past its deadline
+    (0.75 x lease after the last renewal was sent): by then another node may claim its users."""
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    read = n2.store.read
+    hang = trio.Event()
+
+    async def renewals_hang(method: str, *args: Any) -> Any:
+        if method == "cluster_renew" and not hang.is_set():
+            await trio.sleep_forever()
+        return await read(method, *args)
+
+    async with Client.connect(n2.port) as bob:
+        await bob.register("bob")
+        await bob.login("bob")
+        n2.store.read = renewals_hang  # type: ignore[method-assign]
+        hung_at = trio.current_time()
+        closed = await bob.wait_closed(timeout=LEASE * 3)
+        fenced_after = trio.current_time() - hung_at
+        assert closed.code == 4004
+        # Fenced by its own deadline, before the database could let the lease lapse.
+        assert fenced_after < LEASE, fenced_after
+        assert not n2.cluster.owned and "bob" not in n2.registry.mailboxes
+        hang.set()
