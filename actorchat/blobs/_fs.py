@@ -40,6 +40,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+async def spool(chunks: AsyncIterable[bytes], file: Any, digest: Any) -> int:
+    """Write ``chunks`` to ``file`` and into ``digest``, off the loop in batches of about
+    ``WRITE_BATCH`` bytes (never the whole body in memory); return the size. Both stores
+    spool an upload through this."""
+    size = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        pending.append(chunk)
+        pending_size += len(chunk)
+        size += len(chunk)
+        if pending_size >= WRITE_BATCH:
+            data, pending, pending_size = b"".join(pending), [], 0
+            await trio.to_thread.run_sync(_write, file, digest, data)
+    if pending:
+        await trio.to_thread.run_sync(_write, file, digest, b"".join(pending))
+    return size
+
+
 def _write(file: BinaryIO, digest: Any, data: bytes) -> None:
     digest.update(data)  # hashlib releases the GIL for large buffers
     file.write(data)
@@ -92,20 +113,7 @@ class FsBlobStore:
         size = 0
         committed = False
         try:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                size += len(chunk)
-                if pending_size >= WRITE_BATCH:
-                    data, pending, pending_size = b"".join(pending), [], 0
-                    await trio.to_thread.run_sync(_write, file, digest, data)
-            if pending:
-                await trio.to_thread.run_sync(_write, file, digest, b"".join(pending))
-            del pending
+            size = await spool(chunks, file, digest)
             sha256 = digest.hexdigest()
             await trio.to_thread.run_sync(self._commit, file, part, sha256)
             committed = True

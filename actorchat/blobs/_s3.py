@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from ._fs import WRITE_BATCH
+from ._fs import spool
 from ._store import CHUNK_SIZE, BlobNotFound, BlobStat, BlobStoreUnavailable, check_sha256
 
 __all__ = ["S3BlobStore", "boto3_missing"]
@@ -147,20 +147,7 @@ class S3BlobStore:
         try:
             digest = hashlib.sha256()
             size = 0
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                size += len(chunk)
-                if pending_size >= WRITE_BATCH:
-                    data, pending, pending_size = b"".join(pending), [], 0
-                    await trio.to_thread.run_sync(_write, file, digest, data)
-            if pending:
-                await trio.to_thread.run_sync(_write, file, digest, b"".join(pending))
-            del pending
+            size = await spool(chunks, file, digest)
             await trio.to_thread.run_sync(file.close)
             sha256 = digest.hexdigest()
             await self._call(f"put {sha256}", self._upload, path, self.key_of(sha256))
@@ -224,11 +211,6 @@ class S3BlobStore:
             await trio.to_thread.run_sync(client.close)
         else:
             await trio.lowlevel.checkpoint()
-
-
-def _write(file: Any, digest: Any, data: bytes) -> None:
-    digest.update(data)
-    file.write(data)
 
 
 def _discard(file: Any, path: str) -> None:
