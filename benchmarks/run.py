@@ -71,6 +71,9 @@ LOGIN_WAVE = 500
 IDLE_BUDGET = 90.0  # seconds of logins for each idle step over 1,000 users
 
 
+PHASES = ("relay", "latency", "storm", "drain", "idle")
+
+
 def window_for(users: int) -> int:
     return max(1, min(WINDOW, TOTAL_IN_FLIGHT // users))
 
@@ -362,8 +365,8 @@ def summarize(res: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     s["actorchat_vs_bare_trio_msgs_per_cpu_second"] = ratio(eff["actorchat"], eff["bare_trio"])
     s["actorchat_vs_channels_msgs_per_cpu_second"] = ratio(eff["actorchat"], eff["channels"])
     for users in plan["relay_users"]:
-        a = relay["actorchat"].get(str(users), {}).get("delivered_per_s")
-        b = relay["bare_trio"].get(str(users), {}).get("delivered_per_s")
+        a = relay.get("actorchat", {}).get(str(users), {}).get("delivered_per_s")
+        b = relay.get("bare_trio", {}).get(str(users), {}).get("delivered_per_s")
         s[f"actorchat_vs_bare_trio_throughput_{users}_users"] = ratio(a, b)
     s["actorchat_vs_bare_trio_memory_per_user"] = ratio(mem["actorchat"], mem["bare_trio"])
     s["actorchat_vs_bare_trio_login_rate"] = ratio(logins["actorchat"], logins["bare_trio"])
@@ -536,7 +539,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the ~2 minute run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run (default all: {','.join(PHASES)}); "
+        "a partial run still writes its table and JSON, with n/a for what did not run",
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated systems to run side by side (default all: {','.join(SYSTEMS)})",
+    )
     args = parser.parse_args()
+    phases_wanted = [x for x in args.only.split(",") if x]
+    systems = [x for x in args.systems.split(",") if x]
+    for name, wanted, known in (("phase", phases_wanted, PHASES), ("system", systems, SYSTEMS)):
+        unknown = set(wanted) - set(known)
+        if unknown:
+            parser.error(f"unknown {name} {', '.join(sorted(unknown))}: choose from {', '.join(known)}")
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -566,26 +586,35 @@ def main() -> None:
         },
     }
     servers: dict[str, Server] = {}
+    for name in PHASES:
+        res[name] = {}
+    res["phase_seconds"] = {}
+    live = [p for p in ("relay", "latency", "storm", "drain") if p in phases_wanted]
+    if "drain" in live and "actorchat" not in systems:
+        live.remove("drain")
     try:
-        for system in SYSTEMS:
+        for system in systems if live else []:
             servers[system] = Server(system, h.workdir()).start()
             log(f"started {system} on port {servers[system].port} (pid {servers[system].proc.pid})")  # type: ignore[union-attr]
-        phases = res["phase_seconds"] = {}
+        phases = res["phase_seconds"]
         for name, phase in (
             ("relay", lambda: relay_phase(servers, plan, redis)),
             ("latency", lambda: latency_phase(servers, plan, redis)),
             ("storm", lambda: storm_phase(servers, plan, redis)),
             ("drain", lambda: drain_phase(servers, plan)),
         ):
+            if name not in live:
+                continue
             t = time.monotonic()
             res[name] = phase()
             phases[name] = time.monotonic() - t
     finally:
         for server in servers.values():
             server.stop()
-    t = time.monotonic()
-    res["idle"] = {s: idle_phase(s, plan, fd_limit) for s in SYSTEMS}
-    res["phase_seconds"]["idle"] = time.monotonic() - t
+    if "idle" in phases_wanted:
+        t = time.monotonic()
+        res["idle"] = {s: idle_phase(s, plan, fd_limit) for s in systems}
+        res["phase_seconds"]["idle"] = time.monotonic() - t
     res["summary"] = summarize(res, plan)
     res["seconds"] = time.monotonic() - started
     res["machine"]["loadavg_at_end"] = list(__import__("os").getloadavg())
