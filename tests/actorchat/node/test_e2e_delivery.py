@@ -256,10 +256,15 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
     node = await start_node(mailbox_bound=100)
     await _users(node.port, "alice", "bob")
     write = node.store.write
+    # The store takes no mail at all until the node has refused some: however slowly this
+    # machine runs the sender, the backlog reaches its bound (the test used to rely on the
+    # sender outrunning a store slowed by sleeps, and passed without shedding under load).
+    shed = trio.Event()
 
     async def slow_write(batch: Any, timeout: Any = None) -> Any:
         if batch.put_mail:
-            await trio.sleep(0.3)  # at most ~3,300 rows a second
+            await shed.wait()
+            await trio.sleep(0.3)  # then at most ~3,300 rows a second
         return await write(batch, timeout)
 
     node.store.write = slow_write  # type: ignore[method-assign]
@@ -270,6 +275,8 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
     async def watch() -> None:
         while True:
             backlog.append(max((len(q.spilling) for q in queues if q.user == "bob"), default=0))
+            if node.metrics["refused_store_backlog"]:
+                shed.set()
             await trio.sleep(0.01)
 
     async with Client.connect(node.port) as alice:
