@@ -573,25 +573,7 @@ class Store(MediaMethods):  # media methods: _media.py
         """Make ``node``/``incarnation`` the owner of ``user``'s mailbox unless a LIVE member
         owns it; returns the owner after the call (ours if the claim won). Atomic: the
         upsert's condition is judged under the row's lock, so two claimants never both win."""
-        check_name("user", user)
-        async with self._write("cluster_claim") as connection:
-            now = await self._db_now(connection)
-            await connection.execute(
-                text(
-                    "INSERT INTO cluster_owners (name, node, incarnation, since)"
-                    " VALUES (:u, :n, :i, :now)"
-                    " ON CONFLICT (name) DO UPDATE SET node = excluded.node,"
-                    " incarnation = excluded.incarnation, since = excluded.since"
-                    " WHERE cluster_owners.node = excluded.node OR NOT EXISTS ("
-                    "SELECT 1 FROM cluster_nodes m WHERE m.name = cluster_owners.node"
-                    " AND m.incarnation = cluster_owners.incarnation AND m.lease_expires > :now)"
-                ),
-                {"u": user, "n": node, "i": incarnation, "now": now},
-            )
-            row = (await connection.execute(
-                text("SELECT node, incarnation FROM cluster_owners WHERE name = :u"), {"u": user}
-            )).one()
-        return str(row[0]), int(row[1])
+        return (await self.cluster_claim_many([user], node, incarnation))[user]
 
     async def cluster_claim_many(
         self, names: list[str], node: str, incarnation: int
