@@ -556,7 +556,8 @@ def main() -> None:
     for name, wanted, known in (("phase", phases_wanted, PHASES), ("system", systems, SYSTEMS)):
         unknown = set(wanted) - set(known)
         if unknown:
-            parser.error(f"unknown {name} {', '.join(sorted(unknown))}: choose from {', '.join(known)}")
+            choices = ", ".join(known)
+            parser.error(f"unknown {name} {', '.join(sorted(unknown))}: choose from {choices}")
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     args.out.mkdir(parents=True, exist_ok=True)
