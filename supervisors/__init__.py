@@ -10,6 +10,7 @@ from ._actor import Exit as Exit
 from ._actor import ExitSignal as ExitSignal
 from ._actor import Monitor as Monitor
 from ._actor import Reply as Reply
+from ._actor import run_beside as run_beside
 from ._actor import spawn as spawn
 from ._actor import spawn_started as spawn_started
 from ._errors import ActorDeadError as ActorDeadError
@@ -125,6 +126,7 @@ __all__ = [
     "ThreadActor",
     "TreeSnapshot",
     "open_supervisor",
+    "run_beside",
     "spawn",
     "spawn_started",
 ]

@@ -25,10 +25,27 @@ GC), so none is made before it is needed: a default ``on_stop`` gets none, and a
 without ``on_start`` waits for its first message outside any scope (in ``_Process.run``); a
 kill or crash then wakes it directly (``_Interrupt``). Guarded by
 ``tests/supervisors/test_actor.py::test_idle_*``.
+
+An idle actor can also give its task up altogether: Erlang's *hibernation*. ``ref.hibernate()``
+(say, from a periodic sweep of a supervisor's children, ``SupervisorRef.hibernate_idle``) ends
+the task of an incarnation parked on an empty mailbox, with its frames and cancel scope; the
+incarnation itself goes on (same ref, mailbox, links, monitors, side tasks, supervision, state
+``running``). Whatever would have woken the parked task (a message, a signal, a stop, a kill,
+a crash: ``Mailbox._rouse`` and ``_Process._interrupt_idle_wait``) runs it again in a fresh
+task in the same nursery and context, entering the loop as after ``on_start`` (which does not
+run again). Only supervised workers hibernate: their supervisor's nursery outlives them, and a
+supervisor that ends finishes its hibernated children (``_release_children``: links and
+monitors then fire with ``KILLED``, as for a child cancelled with the nursery). Guarded by
+``tests/supervisors/test_hibernate.py``.
+
+``run_beside(ref, fn)`` runs a side task in the *calling* task rather than a task of its own (a
+socket's reader in the server's handler task, which would otherwise only wait): cancelled when
+the incarnation exits, and it crashes the incarnation if it raises, as ``start_task``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -56,6 +73,7 @@ __all__ = [
     "ExitSignal",
     "Monitor",
     "Reply",
+    "run_beside",
     "spawn",
     "spawn_started",
 ]
@@ -67,6 +85,11 @@ _NOTHING: Any = object()
 class _Interrupt(BaseException):
     """Wakes an actor parked in its first, scope-less wait for a kill or a crash; never
     escapes ``_Process.run``."""
+
+
+class _Hibernate(BaseException):
+    """Ends the task of an incarnation parked on an empty mailbox (``_Process.hibernate``);
+    never escapes ``_Process.run``."""
 
 
 class Exit(Exception):
@@ -307,6 +330,17 @@ class ActorRef:
         if proc is not None:
             proc.kill(reason)
 
+    def hibernate(self) -> bool:
+        """Erlang's hibernation, asked from outside: a supervised worker parked on an empty
+        mailbox gives up its task (it lives on; the next message, stop, kill or exit signal
+        runs it in a fresh one) and True is returned; otherwise nothing happens."""
+        proc = self._cell.process
+        return proc is not None and proc.hibernate()
+
+    def is_hibernating(self) -> bool:
+        proc = self._cell.process
+        return proc is not None and proc.hibernated
+
 
 class Actor:
     """Subclass and override ``receive`` (and optionally ``on_start``/``on_stop``).
@@ -411,11 +445,13 @@ class _Process:
     __slots__ = (
         "actor",
         "cell",
+        "context",
         "crash_reason",
         "current_call",
         "deferred",
         "exited",
         "forced_reason",
+        "hibernated",
         "host_scope",
         "links",
         "nursery",
@@ -457,9 +493,13 @@ class _Process:
         self.deferred: set[_Call] | None = None
         self.links: set[_Process] | None = None
         self.watchers: set[Monitor] | None = None
-        self.side_scopes: set[trio.CancelScope] | None = None
+        # A list (an actor has few side tasks at once), None when there are none: an idle
+        # actor whose side tasks ended keeps no empty container.
+        self.side_scopes: list[trio.CancelScope] | None = None
         self.started: trio.Event | None = None
         self.exited: trio.Event | None = None
+        self.hibernated = False
+        self.context: contextvars.Context | None = None  # the task's, while hibernated
         actor._proc = self
 
     # -- requests from outside ------------------------------------------------------------
@@ -499,6 +539,45 @@ class _Process:
         if self.state == RUNNING and task is not None:
             mailbox._receiver = None
             reschedule(task, outcome.Error(_Interrupt()))
+        elif self.hibernated:
+            self.resume()  # the fresh task sees the flags and ends as they say
+
+    # -- hibernation ----------------------------------------------------------------------
+    def hibernate(self) -> bool:
+        """End the task if it is parked on an empty mailbox, keeping the incarnation; False
+        (and nothing done) otherwise. See the module docstring."""
+        if (
+            self.state != RUNNING
+            or self.hibernated
+            or self.on_exit is None  # unsupervised: its nursery may close while it sleeps
+            or not isinstance(self.actor, Actor)  # a thread actor: its thread waits
+            or self.actor._hosts_children
+            or self.stop_reason is not None
+            or self.crash_reason is not None
+            or self.forced_reason is not None
+        ):
+            return False
+        mailbox = self.cell.mailbox
+        task = mailbox._receiver
+        if task is None or mailbox._items:
+            return False
+        mailbox._receiver = None
+        mailbox._items = None  # an empty deque is ~700 bytes; made again on the next message
+        mailbox._sleeper = self
+        self.hibernated = True
+        self.scope = None  # the parked task's work scope ends with it
+        self.context = task.context
+        reschedule(task, outcome.Error(_Hibernate()))
+        return True
+
+    def resume(self) -> None:
+        """Run the hibernated incarnation again, in a fresh task in its nursery and context."""
+        self.hibernated = False
+        self.cell.mailbox._sleeper = None
+        context, self.context = self.context, None
+        assert context is not None
+        name = self.cell.name or type(self.actor).__name__
+        context.run(self.nursery.start_soon, self.run, name=name)
 
     def exit_with(self, reason: ExitReason) -> None:
         """Exit with ``reason`` from outside the message loop: ``KILLED`` is a kill (no
@@ -545,13 +624,17 @@ class _Process:
 
     # -- side tasks -----------------------------------------------------------------------
     def start_side_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        self.nursery.start_soon(self._side, self._side_scope(), fn, args, name=fn)
+
+    def _side_scope(self) -> trio.CancelScope:
         if self.state == EXITED:
             raise ActorDeadError("the actor has exited", self.reason)
         scope = trio.CancelScope()
         if self.side_scopes is None:
-            self.side_scopes = set()
-        self.side_scopes.add(scope)
-        self.nursery.start_soon(self._side, scope, fn, args, name=fn)
+            self.side_scopes = [scope]
+        else:
+            self.side_scopes.append(scope)
+        return scope
 
     async def _side(self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple) -> None:
         try:
@@ -562,8 +645,11 @@ class _Process:
         except Exception as e:
             self.crash(Error(e))
         finally:
-            if self.side_scopes is not None:
-                self.side_scopes.discard(scope)
+            scopes = self.side_scopes
+            if scopes is not None and scope in scopes:
+                scopes.remove(scope)
+                if not scopes:
+                    self.side_scopes = None
 
     # -- the task body --------------------------------------------------------------------
     async def run(self) -> ExitReason:
@@ -572,6 +658,7 @@ class _Process:
         GC). A supervisor runs it inside its children's nursery (``run_hosting``), which then
         does the final bookkeeping; for any other actor ``run`` does it."""
         final: ExitReason = KILLED  # if cancelled from outside
+        hibernating = False
         try:
             if self.forced_reason is not None:
                 return final  # killed before it ran: not even on_start
@@ -580,13 +667,20 @@ class _Process:
             failed: ExitReason | None = None
             first: Any = _NOTHING
             looped = False
-            has_on_start = type(actor).on_start is not _BASE_ON_START
+            resumed = self.ran  # woken from hibernation: started long ago
+            has_on_start = not resumed and type(actor).on_start is not _BASE_ON_START
             if not has_on_start:
                 # Nothing to start: running already. Most actors spend their life in this
                 # first wait, which needs no cancel scope.
-                self._started()
+                if not resumed:
+                    self._started()
                 mailbox = self.cell.mailbox
-                if not mailbox._items and self.stop_reason is None:
+                if (
+                    not mailbox._items
+                    and self.stop_reason is None
+                    and self.crash_reason is None
+                    and self.forced_reason is None
+                ):
                     mailbox._receiver = current_task()
                     try:
                         first = await wait_task_rescheduled(mailbox.abort_get)
@@ -642,8 +736,11 @@ class _Process:
                         if self.crash_reason is not None:
                             final = self.crash_reason
             return final
+        except _Hibernate:
+            hibernating = True  # the incarnation goes on without this task
+            return final
         finally:
-            if not self.actor._hosts_children:
+            if not hibernating and not self.actor._hosts_children:
                 self._finish(final)
 
     async def run_hosting(self) -> None:
@@ -665,8 +762,10 @@ class _Process:
     def _started(self) -> None:
         self.ran = True
         self.state = RUNNING
-        if self.started is not None:
-            self.started.set()
+        started = self.started
+        if started is not None:
+            self.started = None  # nobody waits for it again: an idle actor keeps no Event
+            started.set()
 
     async def _loop(self, pending: Any) -> ExitReason:
         # The hot path. ``Mailbox.get`` is inlined (one coroutine frame less per message and
@@ -725,6 +824,10 @@ class _Process:
             reason = self.forced_reason
         self.state = EXITED
         self.reason = reason
+        if self.hibernated:  # finished without its task (``_release_children``)
+            self.hibernated = False
+            self.context = None
+            self.cell.mailbox._sleeper = None
         if self.current_call is not None:
             self.current_call.fail(reason)
             self.current_call = None
@@ -769,6 +872,22 @@ def finish_incarnation(proc: Any, reason: ExitReason) -> None:
         proc.on_exit(proc, reason)
     else:
         cell.close(reason)
+
+
+def run_beside(ref: ActorRef, fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[None]:
+    """Run ``fn(actor, *args)`` in the calling task as a side task of ``ref``'s current
+    incarnation (``actor`` is its ``Actor``): as ``Actor.start_task``, but without a task of
+    its own. It is cancelled when the incarnation exits (a kill included); if it raises, the
+    incarnation exits with ``Error`` (or the ``Exit`` reason). Returns when ``fn`` returns or
+    the incarnation exited; raises ``ActorDeadError`` if it is not running. A cancellation of
+    the calling task goes through to the caller, and the actor is not told.
+
+    A plain function returning the awaitable: one coroutine frame less for as long as the
+    side task runs (a socket's life)."""
+    proc = ref._cell.process
+    if proc is None or not isinstance(proc.actor, Actor):
+        raise ActorDeadError(f"{ref!r} is not a running trio actor", ref._cell.final_reason)
+    return proc._side(proc._side_scope(), fn, (proc.actor, *args))
 
 
 def spawn(

@@ -10,7 +10,10 @@ moves the oldest one in when it takes a message), with three differences an acto
 * the queue outlives the incarnation that reads it, so a restarted actor can keep its mail
   (``ChildSpec.mailbox``), and a closed mailbox can be reopened when a terminated child is
   restarted (``reopen``);
-* items a thread actor had taken but not handled go back to the front (``requeue_front``).
+* items a thread actor had taken but not handled go back to the front (``requeue_front``);
+* a *hibernated* receiver (``_actor._Process.hibernate``) has no task parked here: the
+  ``_sleeper`` is roused instead (it runs the actor again in a fresh task) by whatever would
+  have woken a parked receiver: a message, a signal, ``wake()`` or ``requeue_front``.
 
 Blocking calls are the non-blocking call plus a wait (trio's habit): ``put`` tries
 ``put_nowait`` and parks only on ``MailboxFull``. Guarded by ``tests/supervisors/test_mailbox.py``.
@@ -43,7 +46,15 @@ WAKE: Any = object()
 
 
 class Mailbox:
-    __slots__ = ("_closed", "_items", "_receiver", "_senders", "capacity", "closed_reason")
+    __slots__ = (
+        "_closed",
+        "_items",
+        "_receiver",
+        "_senders",
+        "_sleeper",
+        "capacity",
+        "closed_reason",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -57,6 +68,8 @@ class Mailbox:
         self._senders: OrderedDict[Task, Any] | None = None
         self._closed = False
         self.closed_reason: Any = None
+        # A hibernated receiver: anything with ``resume()`` (``_actor._Process``).
+        self._sleeper: Any = None
 
     def __len__(self) -> int:
         return len(self._items) if self._items is not None else 0
@@ -87,6 +100,8 @@ class Mailbox:
                 raise MailboxFull(f"mailbox full ({self.capacity} messages)")
             else:
                 items.append(item)
+            if self._sleeper is not None:
+                self._rouse()
 
     async def put(self, item: Any) -> None:
         await checkpoint_if_cancelled()
@@ -121,6 +136,12 @@ class Mailbox:
             reschedule(receiver, outcome.Value(item))
         else:
             self._queue().append(item)
+            if self._sleeper is not None:
+                self._rouse()
+
+    def _rouse(self) -> None:
+        sleeper, self._sleeper = self._sleeper, None
+        sleeper.resume()
 
     def _admit_senders(self) -> None:
         """Move parked senders' items in while there is room."""
@@ -170,6 +191,8 @@ class Mailbox:
         if receiver is not None:
             self._receiver = None
             reschedule(receiver, outcome.Value(WAKE))
+        elif self._sleeper is not None:
+            self._rouse()
 
     def requeue_front(self, items: Iterable[Any]) -> None:
         """Put back, in order and ahead of everything, items that were taken but not handled
@@ -183,6 +206,8 @@ class Mailbox:
         if receiver is not None:
             self._receiver = None
             reschedule(receiver, outcome.Value(queue.popleft()))
+        elif self._sleeper is not None:
+            self._rouse()
 
     # -- lifecycle ------------------------------------------------------------------------
     def drain(self) -> list[Any]:
@@ -199,6 +224,7 @@ class Mailbox:
         Parked senders fail with ``ActorDeadError``, as a later ``put`` would."""
         self._closed = True
         self.closed_reason = reason
+        self._sleeper = None  # the incarnation has ended already (``_Process._finish``)
         items = list(self._items or ())
         self._items = None
         senders = self._senders

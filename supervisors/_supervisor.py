@@ -43,7 +43,7 @@ from ._errors import (
     SupervisorError,
     SupervisorGone,
 )
-from ._reasons import SHUTDOWN, Error, ExitReason, Shutdown
+from ._reasons import KILLED, SHUTDOWN, Error, ExitReason, Shutdown
 from ._spec import (
     BRUTAL_KILL,
     DROP,
@@ -225,8 +225,23 @@ class _Supervisor(Actor):
         children = list(self.children.values())
         self.children.clear()
         for child in children:
+            proc = child.proc
+            if proc is not None and proc.hibernated:
+                # No task, so the nursery did not cancel it: end it as if it had
+                # (links and monitors see KILLED), before its cell closes.
+                proc.forced_reason = proc.forced_reason or KILLED
+                proc._finish(KILLED)
             child.proc = None
             child.cell.close(reason)
+
+    def hibernate_idle(self) -> int:
+        """Hibernate every child worker parked on an empty mailbox; returns how many."""
+        count = 0
+        for child in self.children.values():
+            proc = child.proc
+            if proc is not None and proc.hibernate():
+                count += 1
+        return count
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -684,6 +699,13 @@ class SupervisorRef:
 
     def snapshot(self) -> TreeSnapshot:
         return self._sup.snapshot(self.ref.name)
+
+    def hibernate_idle(self) -> int:
+        """Hibernate (``ActorRef.hibernate``) every child worker now parked on an empty
+        mailbox, and return how many: for a periodic sweep of many idle children, each of which
+        then costs no task until its next message. A busy child is woken again by its next
+        message, so a sweep every few seconds costs it one task start per sweep at most."""
+        return self._sup.hibernate_idle()
 
     def supervisor_stats(self) -> list[SupervisorStats]:
         """This supervisor and every supervisor under it, parents first (for metrics)."""

@@ -1,0 +1,308 @@
+"""Hibernation (``ref.hibernate()``, ``sup.hibernate_idle()``) and ``run_beside``
+(``supervisors/_actor.py``): an idle supervised worker gives up its task and keeps everything
+else; whatever reaches it runs it again with OTP's semantics unchanged. Every test runs on the
+autojump clock; the last one runs the differential fuzz with every idle worker hibernated
+between commands."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+import trio
+import trio.testing
+
+import supervisors as sv
+from supervisors.testing import _fuzz, run_fuzz
+
+
+class Boom(Exception):
+    pass
+
+
+class Sleeper(sv.Actor):
+    """Counts what it received (state that must survive hibernation); logs its life."""
+
+    def __init__(self, log: list[Any], name: str = "w") -> None:
+        self.log, self.name, self.seen = log, name, []
+
+    async def on_start(self) -> None:
+        self.log.append(("start", self.name))
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case "boom":
+                raise Boom()
+            case ("side", fn):
+                self.start_task(fn)
+            case "defer":
+                self.deferred = self.defer_reply()
+                return None
+        self.seen.append(message)
+        return list(self.seen)
+
+    async def on_stop(self, reason: sv.ExitReason) -> None:
+        self.log.append(("stop", self.name, reason))
+
+
+def tasks_named(name: str) -> int:
+    count = 0
+
+    def walk(task: Any) -> None:
+        nonlocal count
+        count += task.name == name
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return count
+
+
+def one_for_one(*children: sv.ChildSpec) -> sv.SupervisorSpec:
+    return sv.SupervisorSpec(sv.SupervisorFlags(sv.ONE_FOR_ONE, intensity=10, period=5.0), children)
+
+
+async def asleep(sup: sv.SupervisorRef, child_id: str = "w") -> sv.ActorRef:
+    await trio.testing.wait_all_tasks_blocked()
+    ref = sup.whereis(child_id)
+    assert ref is not None
+    assert ref.hibernate()
+    await trio.testing.wait_all_tasks_blocked()
+    assert ref.is_hibernating() and tasks_named(child_id) == 0
+    return ref
+
+
+async def test_a_hibernated_worker_has_no_task_and_the_next_message_wakes_it(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        assert ref is not None
+        await ref.call("a")
+        ref = await asleep(sup)
+        assert ref.is_alive() and sup.which_children()[0].state == "running"
+        ref.send_nowait("b")  # casts queue in order and wake it once
+        ref.send_nowait("c")
+        assert await ref.call("d") == ["a", "b", "c", "d"]  # its state is the same object
+        assert not ref.is_hibernating() and tasks_named("w") == 1
+        ref = await asleep(sup)  # and again, from the loop of the woken task
+        assert await ref.call("e") == ["a", "b", "c", "d", "e"]
+    assert log == [("start", "w"), ("stop", "w", sv.SHUTDOWN)]  # on_start ran once
+
+
+async def test_only_an_idle_supervised_worker_hibernates(autojump_clock):
+    log: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        loose = sv.spawn(nursery, Sleeper(log))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not loose.hibernate()  # unsupervised: its nursery could close under it
+        loose.kill()
+    inner = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+    spec = one_for_one(sv.ChildSpec("inner", lambda: inner, kind=sv.SUPERVISOR))
+    async with sv.open_supervisor(spec) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sup.ref.hibernate() and not sup.whereis("inner").hibernate()  # supervisors
+        child = sup.child_supervisor("inner")
+        ref = child.whereis("w")
+        assert ref is not None
+        ref.send_nowait("queued")  # not parked on an empty mailbox
+        assert not ref.hibernate()
+        await trio.testing.wait_all_tasks_blocked()
+        assert child.hibernate_idle() == 1 and child.hibernate_idle() == 0
+        assert not ref.hibernate()  # already asleep
+
+
+async def test_stop_while_hibernated_runs_on_stop(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,), restart=sv.TRANSIENT))
+    async with sv.open_supervisor(spec) as sup:
+        await asleep(sup)
+        await sup.terminate_child("w")
+        assert log == [("start", "w"), ("stop", "w", sv.SHUTDOWN)]
+        ref = await sup.restart_child("w")
+        await asleep(sup)
+    # the tree's own shutdown wakes it to stop too
+    assert log[-1] == ("stop", "w", sv.SHUTDOWN) and ref.is_alive() is False
+
+
+async def test_kill_while_hibernated_skips_on_stop_and_monitors_see_killed(autojump_clock):
+    log: list[Any] = []
+    downs: list[Any] = []
+
+    class Watcher(sv.Actor):
+        async def receive(self, message: Any) -> Any:
+            if isinstance(message, sv.Down):
+                downs.append(message.reason)
+            else:
+                self.monitor(message)
+
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)), sv.ChildSpec("watcher", Watcher))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await sup.whereis("watcher").call(ref)
+        await asleep(sup)
+        ref.kill()
+        await trio.testing.wait_all_tasks_blocked()
+        assert downs == [sv.KILLED]
+        assert log == [("start", "w"), ("start", "w")]  # no on_stop; restarted (permanent)
+        assert await ref.call("x") == ["x"]  # a fresh incarnation behind the same ref
+
+
+async def test_an_exit_signal_while_hibernated_crashes_it_with_on_stop(autojump_clock):
+    log: list[Any] = []
+
+    class Linker(sv.Actor):
+        async def receive(self, message: Any) -> Any:
+            if message == "die":
+                raise sv.Exit(sv.Error(Boom()))
+            self.link(message)
+
+    spec = one_for_one(
+        sv.ChildSpec("w", Sleeper, (log,), restart=sv.TEMPORARY),
+        sv.ChildSpec("linker", Linker, restart=sv.TEMPORARY),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        ref, linker = sup.whereis("w"), sup.whereis("linker")
+        await linker.call(ref)
+        await asleep(sup)
+        linker.send_nowait("die")
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-1][:2] == ("stop", "w") and isinstance(log[-1][2], sv.Error)
+        assert not ref.is_alive()
+
+
+async def test_a_side_task_crash_while_hibernated_restarts_it(autojump_clock):
+    log: list[Any] = []
+    release = trio.Event()
+
+    async def side() -> None:
+        await release.wait()
+        raise Boom()
+
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await ref.call(("side", side))
+        await asleep(sup)  # its side task still runs
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[1][:2] == ("stop", "w") and isinstance(log[1][2], sv.Error)
+        assert log[2] == ("start", "w")
+
+
+async def test_a_deferred_call_outlives_hibernation(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        async with trio.open_nursery() as nursery:
+            results: list[Any] = []
+
+            async def ask() -> None:
+                try:
+                    await ref.call("defer", timeout=None)
+                except sv.ActorDeadError as e:
+                    results.append(e.reason)
+
+            nursery.start_soon(ask)
+            await asleep(sup)
+            ref.kill()  # the incarnation ends while asleep: the pending call fails
+        assert results == [sv.KILLED]
+
+
+async def test_a_killed_supervisor_finishes_its_hibernated_children(autojump_clock):
+    log: list[Any] = []
+    downs: list[Any] = []
+
+    class Watcher(sv.Actor):
+        async def receive(self, message: Any) -> Any:
+            if isinstance(message, sv.Down):
+                downs.append(message.reason)
+            else:
+                self.monitor(message)
+
+    inner = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+    spec = one_for_one(
+        sv.ChildSpec("watcher", Watcher),
+        sv.ChildSpec("inner", lambda: inner, kind=sv.SUPERVISOR, shutdown=sv.BRUTAL_KILL),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        child = sup.child_supervisor("inner")
+        ref = child.whereis("w")
+        await sup.whereis("watcher").call(ref)
+        await asleep(child)
+        await sup.terminate_child("inner")  # brutal kill: the nursery is cancelled
+        await trio.testing.wait_all_tasks_blocked()
+        assert downs == [sv.KILLED] and not ref.is_alive()
+        assert log == [("start", "w")]  # killed: no on_stop
+        with pytest.raises(sv.ActorDeadError):
+            ref.send_nowait("late")
+
+
+async def test_run_beside_runs_in_the_callers_task_and_ends_with_the_actor(autojump_clock):
+    log: list[Any] = []
+    seen: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,), restart=sv.TEMPORARY))
+
+    async def reader(actor: Sleeper, tag: str) -> None:
+        seen.append((tag, actor.name, trio.lowlevel.current_task().name))
+        await trio.sleep_forever()
+
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sv.run_beside, ref, reader, "r", name="host")
+                await asleep(sup)  # the actor sleeps, its reader runs
+                assert seen == [("r", "w", "host")]
+                ref.kill()  # the reader is cancelled and run_beside returns
+        with pytest.raises(sv.ActorDeadError):
+            await sv.run_beside(ref, reader, "again")
+
+
+async def test_run_beside_crashes_the_actor_when_it_raises(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
+
+    async def reader(actor: Sleeper) -> None:
+        actor.ref.send_nowait("from the reader")
+        raise Boom()
+
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await sv.run_beside(ref, reader)  # returns: the failure went to the actor
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[1][:2] == ("stop", "w") and isinstance(log[1][2], sv.Error)
+        assert log[2] == ("start", "w")
+
+
+def test_the_model_holds_with_every_idle_worker_hibernated():
+    settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
+    worlds: list[Any] = []
+    hibernated = 0
+
+    async def settle_and_hibernate(self: Any, model: Any) -> None:
+        nonlocal hibernated
+        await settle(self, model)
+        worlds[:] = [self.world]
+        asleep = [worker for worker in list(self.world.live) if worker.ref.hibernate()]
+        if asleep:
+            hibernated += len(asleep)
+            await trio.testing.wait_all_tasks_blocked()
+
+    def count_with_sleepers(name: str) -> int | None:
+        # The harness expects two tasks per live worker (its loop and a side task): a
+        # hibernated one has only the side task.
+        tasks = count_tasks(name)
+        if tasks is None or not worlds:
+            return tasks
+        return tasks + sum(1 for worker in worlds[0].live if worker.ref.is_hibernating())
+
+    with (
+        mock.patch.object(_fuzz._Harness, "settle", settle_and_hibernate),
+        mock.patch.object(_fuzz, "_count_tasks", count_with_sleepers),
+    ):
+        run_fuzz(300)
+    assert hibernated > 300  # the commands met sleeping workers, not only awake ones
