@@ -10,7 +10,10 @@ run and dropped after it. Prints a table and writes ``results/cluster.json``.
 
 Cores: this machine has two. The one-node run pins the node to one core and the load
 generator to the other; the two-node run pins one node to each core and the load generator
-shares them, so the factor is a floor (the generator's own CPU is taken from the nodes).
+shares them, so the factor is a floor (the generator's own CPU is taken from the nodes). So it
+also reports the CPU of the nodes, the load generator, PostgreSQL and everything else on the
+machine, the factor per node-CPU-second, and the bound the cores put on the raw factor
+(``per_cpu``).
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=pin)
-    marks: dict[str, float] = {}
+    marks: dict[str, Any] = {}
     result: dict[str, Any] = {}
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -169,6 +172,10 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
             marks[msg["event"] + "_t"] = time.monotonic()
             marks[msg["event"] + "_utc"] = time.time()
             marks[msg["event"] + "_cpu"] = sum(n.cpu() for n in nodes)
+            for n in nodes:
+                marks[msg["event"] + "_cpu_" + n.name] = n.cpu()
+            marks[msg["event"] + "_db"] = db_cpu()
+            marks[msg["event"] + "_busy"] = busy_cpu()
         elif "result" in msg:
             result = msg["result"]
     proc.wait(120)
@@ -176,6 +183,15 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
         return {"error": (proc.stderr.read() if proc.stderr else "")[-1500:]}
     span = marks["window_end_t"] - marks["window_start_t"]
     result["nodes_cpu"] = (marks["window_end_cpu"] - marks["window_start_cpu"]) / span
+    result["node_cpu"] = {  # cores, each node
+        n.name: (marks[f"window_end_cpu_{n.name}"] - marks[f"window_start_cpu_{n.name}"]) / span
+        for n in nodes
+    }
+    result["db_cpu"] = db_cpu_between(marks["window_start_db"], marks["window_end_db"]) / span
+    # Everything busy on the machine (other users of it too: the rest is theirs).
+    result["machine_busy_cpu"] = (marks["window_end_busy"] - marks["window_start_busy"]) / span
+    result["other_cpu"] = (result["machine_busy_cpu"] - result["nodes_cpu"] - result["db_cpu"]
+                           - result.get("loadgen_cpu", 0.0))
     result["window_utc"] = [time.strftime("%H:%M:%S", time.gmtime(marks[k]))
                             for k in ("window_start_utc", "window_end_utc")]
     result["ended_utc"] = time.strftime("%H:%M:%S", time.gmtime())
@@ -184,6 +200,64 @@ def relay(nodes: list[NodeProc], users: int, window: int, duration: float, prefi
     except Exception as e:  # a node that died: reported, not fatal
         result["store_hops"] = repr(e)
     return result
+
+
+def db_cpu() -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL server process (none where they are not ours to
+    see): the database shares the cores too. By pid, since backends come and go."""
+    out: dict[int, float] = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            out[proc.pid] = t.user + t.system
+    return out
+
+
+def db_cpu_between(start: dict[int, float], end: dict[int, float]) -> float:
+    """What the database used between two ``db_cpu()`` readings (a backend that exited in
+    between is not counted: a floor)."""
+    return sum(cpu - start.get(pid, 0.0) for pid, cpu in end.items())
+
+
+def busy_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores, all processes)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+
+def per_cpu(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
+    """The factor by CPU: what a delivered message costs the nodes (and the load generator,
+    and PostgreSQL), one node against two, and what that means for the raw factor here.
+
+    ``msgs_per_node_cpu_s`` = delivered/s over the nodes' cores in use; ``factor_per_cpu`` is
+    two nodes' over one node's: 1.0 means a message costs the two nodes together as much CPU
+    as it costs one node (what perfect scaling needs). With a core per node (and the load
+    generator and the database elsewhere), two saturated nodes would deliver ``2 x
+    factor_per_cpu`` times one saturated node. On this machine the two nodes, the load
+    generator and PostgreSQL share ``len(CPUS)`` cores, so two nodes cannot pass ``cores /
+    (node + loadgen + db CPU per message)``: ``raw_factor_bound`` is that over one node with
+    a whole core (``msgs_per_node_cpu_s["one"]``), ``raw_factor_bound_ideal`` the same if a
+    message cost two nodes no more CPU than one. Other processes on the machine lower both."""
+    t1, t2 = one.get("delivered_per_s") or 0, two.get("delivered_per_s") or 0
+    if not (t1 and t2 and one.get("nodes_cpu") and two.get("nodes_cpu")):
+        return {}
+    cores = len(CPUS)
+    us = {k: {name: 1e6 * r.get(f"{name}_cpu", 0.0) / t for name in ("nodes", "loadgen", "db")}
+          for k, r, t in (("one", one, t1), ("two", two, t2))}
+    e1, e2 = t1 / one["nodes_cpu"], t2 / two["nodes_cpu"]
+    cost2 = sum(us["two"].values()) / 1e6
+    ideal = (us["one"]["nodes"] + us["two"]["loadgen"] + us["two"]["db"]) / 1e6
+    return {
+        "cpu_us_per_msg": us,
+        "msgs_per_node_cpu_s": {"one": e1, "two": e2},
+        "factor_per_cpu": e2 / e1,
+        "factor_with_a_core_per_node": 2 * e2 / e1,
+        "raw_factor_bound": cores / cost2 / e1,
+        "raw_factor_bound_ideal": cores / ideal / e1,
+    }
 
 
 async def seed(dsn: str, names: list[str]) -> None:
@@ -319,6 +393,8 @@ def main() -> None:
                        f" p99 {cross.get('p99_ms', float('nan')):.1f} ms" if cross.get("count")
                        else "")
                     + f"  nodes cpu {r.get('nodes_cpu', float('nan')):.2f}"
+                    + f" ({r.get('delivered_per_s', 0) / (r.get('nodes_cpu') or float('nan')):.0f}"
+                    f" msgs/node-CPU-s; others {r.get('other_cpu', float('nan')):.2f} cores)"
                     + f"  lost {r.get('lost')} (accepted {r.get('accepted_not_delivered')},"
                     f" unaccepted {r.get('unaccepted')}) dup {r.get('duplicates')}"
                     f" ooo {r.get('out_of_order')}"
@@ -334,6 +410,7 @@ def main() -> None:
         one = best["one"].get("delivered_per_s") or 0
         two = best["two"].get("delivered_per_s") or 0
         out["factor"] = two / one if one else None
+        out["per_cpu"] = per_cpu(best["one"], best["two"])
         # Failover: idle users on n2, SIGKILL n2, all back on n1.
         names = [f"fo{i}" for i in range(args.failover_users)]
         asyncio.run(seed(dsn, names))
@@ -355,6 +432,24 @@ def main() -> None:
     print(f"  two nodes: {two:8.0f} msg/s  (half the messages cross nodes)"
           f"  cross-node p50 {cross.get('p50_ms', 0):.1f} ms  p99 {cross.get('p99_ms', 0):.1f} ms")
     print(f"  factor two/one: {out['factor']:.2f}x (goal 1.5x)")
+    pc = out.get("per_cpu") or {}
+    if pc:
+        for k, label in (("one", "one node "), ("two", "two nodes")):
+            r, u = out[f"{k}_node" if k == "one" else "two_nodes"], pc["cpu_us_per_msg"][k]
+            print(f"  {label}: nodes {r.get('nodes_cpu', 0):.2f} cores"
+                  f" ({', '.join(f'{n} {c:.2f}' for n, c in r.get('node_cpu', {}).items())}),"
+                  f" loadgen {r.get('loadgen_cpu', 0):.2f}, PostgreSQL {r.get('db_cpu', 0):.2f},"
+                  f" others {r.get('other_cpu', 0):.2f} of {len(CPUS)} cores;"
+                  f" per message: nodes {u['nodes']:.0f} us, loadgen {u['loadgen']:.0f} us,"
+                  f" PostgreSQL {u['db']:.0f} us")
+        e = pc["msgs_per_node_cpu_s"]
+        print(f"  per node-CPU-second: one node {e['one']:.0f} msgs, two nodes {e['two']:.0f}:"
+              f" factor per CPU {pc['factor_per_cpu']:.2f}"
+              f" (with a core per node: {pc['factor_with_a_core_per_node']:.2f}x)")
+        print(f"  this machine's bound on the raw factor ({len(CPUS)} cores for both nodes,"
+              f" the load generator and PostgreSQL): {pc['raw_factor_bound']:.2f}x at the"
+              f" measured cost per message; {pc['raw_factor_bound_ideal']:.2f}x if a message"
+              f" cost two nodes no more than one")
     print(f"  SIGKILL of a node with {fo['users']} users: all served again on the other node"
           f" after {fo['last_served_s']:.2f} s (first {fo['first_served_s']:.2f} s;"
           f" lease {LEASE} s)")

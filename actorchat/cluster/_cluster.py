@@ -42,10 +42,12 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_ur
 import supervisors as sv
 from actorchat.node._messages import (
     Incoming,
+    IncomingBatch,
     Kick,
     OutAccepted,
     OutFrame,
     OutReceipt,
+    Release,
 )
 from actorchat.store import StoreUnavailable
 
@@ -55,11 +57,15 @@ from ._link import (
     Control,
     Dialing,
     Frame,
+    Lanes,
     LinkRefused,
     MailItem,
     NoteItem,
+    Opener,
     PresenceItem,
     Refusal,
+    coalesce_notes,
+    fill_frame,
 )
 from ._presence_link import PresenceLink
 from ._relay import Relay
@@ -72,6 +78,7 @@ log = logging.getLogger("actorchat.cluster")
 LINK_PATH = "/cluster/link"
 PEER_QUEUE = 10_000  # link items queued for one peer before senders wait
 FRAME_ITEMS = 1024  # items per link frame at most
+LANE_LIMIT = PEER_QUEUE  # items an incoming link holds for busy mailboxes before it waits
 KEEPALIVE = 0.5  # an idle link sends an empty frame this often...
 LINK_IDLE = 3.0  # ...and a link silent this long is taken for cut
 HOME_LIMIT = 200_000  # sender -> node entries kept for routing notices
@@ -105,6 +112,25 @@ class Peer:
             return True
         except trio.WouldBlock:
             return False
+
+    def drop_queued(self, items: list[MailItem]) -> None:
+        """Take these items out of the queue, keeping the rest in order. Mail that was
+        pending when a link failed goes to the relay; a copy of it still queued here must
+        not cross the next link too, or it would reach the owner before the relayed mail
+        sent ahead of it (order per pair). Synchronous: nothing is queued meanwhile."""
+        if not items:
+            return
+        gone = {id(item) for item in items}
+        kept: list[Any] = []
+        while True:
+            try:
+                item = self.receive_channel.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if id(item) not in gone:
+                kept.append(item)
+        for item in kept:
+            self.put_nowait(item)  # full only past blocked group frames: dropped, as notes are
 
 
 class _Slot:
@@ -141,6 +167,7 @@ class Cluster:
         self.home: OrderedDict[str, str] = OrderedDict()  # sender -> node its mail came from
         self.group_home: OrderedDict[str, str] = OrderedDict()  # group -> node of its copies
         self.peers: dict[str, Peer] = {}
+        self.lanes: dict[str, Lanes] = {}  # incoming links' mail for busy mailboxes, by peer
         self.requests: dict[int, tuple[trio.Event, list[bool]]] = {}
         self._next_req = 0
         self.actor: ClusterActor | None = None
@@ -169,6 +196,10 @@ class Cluster:
             "refused_links": self.refused_links,
             # per outgoing link: frames written and items in them (items/frame = batching)
             "links": {n: [p.frames, p.items] for n, p in sorted(self.peers.items())},
+            # per link: items queued to send, and items taken in but not yet in a mailbox
+            "queued": {n: p.receive_channel.statistics().current_buffer_used
+                       for n, p in sorted(self.peers.items())},
+            "lanes": {n: lanes.queued for n, lanes in sorted(self.lanes.items())},
             "relay": {"written": self.relay.written, "taken": self.relay.taken},
         }
 
@@ -276,7 +307,14 @@ class Cluster:
                     conn.kill()
             ref = node.registry.mailboxes.get(user)
             if ref is not None:
-                ref.stop()
+                # In order, after whatever was cast to it before ``moving`` held new sends back
+                # (``route_send``): those are taken and stored, not dropped with the mailbox.
+                try:
+                    ref.send_nowait(Release())
+                except sv.MailboxFull:
+                    ref.stop()  # 10,000 deep: calls (they fail and are routed again), not casts
+                except sv.ActorDeadError:
+                    pass
                 with trio.move_on_after(node.settings.ack_timeout + 5):
                     await ref.wait()
                 node.registry.mailbox_gone(user, ref)
@@ -333,7 +371,8 @@ class Cluster:
             # The owner is alive (its lease holds) but unreachable: through the store.
             return self._relay(item)
         peer.pending[(message.sender, client_id)] = item
-        await peer.send_channel.send(item)
+        if not peer.put_nowait(item):  # no checkpoint per message while the queue has room
+            await peer.send_channel.send(item)
         self.node.metrics["cluster_sent"] += 1
         return True
 
@@ -500,60 +539,58 @@ class Cluster:
             self.node.notify(note.user, OutReceipt(status, member, tuple(note.ids), group))
 
     # -- receiving -----------------------------------------------------------------------------
-    async def _take_mail(self, origin: str, item: MailItem) -> None:
+    async def _take_mail(self, origin: str, to: str, items: list[MailItem]) -> None:
+        """One recipient's mail from a link (its lane), in order: one mailbox call for all of it
+        (``IncomingBatch``), and a ``Refusal`` back for each item it did not take."""
         node = self.node
         peer = self.peers.get(origin)
-        self.home[item.sender] = origin
-        if len(self.home) > HOME_LIMIT:
-            self.home.popitem(last=False)
-        if item.to.startswith(GROUP_KEY):
-            await self._take_group_frame(origin, item)
+        home = self.home
+        for item in items:
+            home[item.sender] = origin
+            if item.group is not None:
+                self.group_home[item.group] = origin
+                self.group_home.move_to_end(item.group)
+                if len(self.group_home) > HOME_LIMIT:
+                    self.group_home.popitem(last=False)
+        while len(home) > HOME_LIMIT:
+            home.popitem(last=False)
+        if to.startswith(GROUP_KEY):
+            for item in items:
+                await self._take_group_frame(origin, item)
             return
-        if item.group is not None:
-            self.group_home[item.group] = origin
-            self.group_home.move_to_end(item.group)
-            if len(self.group_home) > HOME_LIMIT:
-                self.group_home.popitem(last=False)
-        message = Incoming(item.sender, item.id, item.body, item.group, item.media)
+        batch = IncomingBatch(tuple(
+            Incoming(item.sender, item.id, item.body, item.group, item.media) for item in items
+        ))
         for _attempt in range(3):
-            if item.to not in self.owned or self.fenced or item.to in self.moving:
+            if to not in self.owned or self.fenced or to in self.moving:
                 break
             try:
-                ref = await node.registry.mailbox(item.to)
-                taken = await ref.call(message, timeout=None)
+                ref = await node.registry.mailbox(to)
+                taken = await ref.call(batch, timeout=None)
             except sv.ActorDeadError:
-                continue
+                continue  # stopped or crashed: the next one dedupes what this one took
             except StoreUnavailable:
-                taken = False
-            if taken is False and peer is not None:
-                peer.put_nowait(Refusal(item.sender, item.id, item.to, "unavailable"))
-            node.metrics["cluster_received"] += 1
+                taken = [False] * len(items)
+            if peer is not None:
+                for item, ok in zip(items, taken, strict=True):
+                    if not ok:
+                        peer.put_nowait(Refusal(item.sender, item.id, item.to, "unavailable"))
+            node.metrics["cluster_received"] += len(items)
+            node.metrics["cluster_mailbox_calls"] += 1
             return
         if peer is not None:
-            peer.put_nowait(Refusal(item.sender, item.id, item.to, "moved"))
-
-    async def _take_frame_mail(self, origin: str, mail: list[MailItem]) -> None:
-        """A frame's mail: each recipient's items in order, different recipients side by
-        side (their mailbox calls overlap instead of one actor round trip after another).
-        The frame is done before the next one is read, so order per pair holds across
-        frames too."""
-        if not mail:
-            return
-        by_recipient: dict[str, list[MailItem]] = {}
-        for item in mail:
-            by_recipient.setdefault(item.to, []).append(item)
-        if len(by_recipient) == 1:
-            for item in mail:
-                await self._take_mail(origin, item)
-            return
-
-        async def take(items: list[MailItem]) -> None:
             for item in items:
-                await self._take_mail(origin, item)
+                peer.put_nowait(Refusal(item.sender, item.id, item.to, "moved"))
 
-        async with trio.open_nursery() as nursery:
-            for items in by_recipient.values():
-                nursery.start_soon(take, items)
+    async def _run_lane(self, origin: str, lanes: Lanes, to: str, room: list[trio.Event]) -> None:
+        """One recipient's lane of an incoming link: its mail in order, as much as is queued
+        in each mailbox call, until none is left."""
+        while (items := lanes.take(to)) is not None:
+            try:
+                await self._take_mail(origin, to, items)
+            finally:
+                lanes.done(len(items))
+                room[0].set()
 
     def _take_note(self, origin: str, note: NoteItem) -> None:
         peer = self.peers.get(origin)
@@ -617,6 +654,7 @@ class Cluster:
         ws = await request.accept()
         accepting = Accepting(self.secret)
         origin = "?"
+        lanes, room = Lanes(), [trio.Event()]
         try:
             with trio.fail_after(5):
                 await ws.send_message(accepting.challenge())
@@ -630,22 +668,16 @@ class Cluster:
             with trio.move_on_after(renew_every(self.lease) * 1.5):
                 while origin not in self.peers:
                     await trio.sleep(0.05)
-            while True:
-                with trio.move_on_after(LINK_IDLE) as idle:
-                    data = await ws.get_message()
-                if idle.cancelled_caught:
-                    log.warning("link from %s silent for %.1f s: closing it", origin, LINK_IDLE)
-                    break
-                frame = opener.open(data)
-                await self._take_frame_mail(origin, frame.mail)
-                for note in frame.notes:
-                    self._take_note(origin, note)
-                for refusal in frame.refused:
-                    self._take_refusal(origin, refusal)
-                for control in frame.control:
-                    self._take_control(origin, control)
-                for presence in frame.presence:
-                    self.presence_link.take(origin, presence)
+            self.lanes[origin] = lanes
+            async with trio.open_nursery() as nursery:
+                try:
+                    failure = await self._read_link(ws, opener, origin, lanes, room, nursery)
+                finally:
+                    # The lanes stop with the link: the peer relays what they held (it has
+                    # no `accepted` for it), and the owner drops what it took already.
+                    nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         except (LinkRefused, trio.TooSlowError) as e:
             self.refused_links += 1
             self.node.metrics["cluster_links_refused"] += 1
@@ -658,12 +690,47 @@ class Cluster:
         except Exception:  # never let one link take the gateway down
             log.exception("link from %s failed", origin)
         finally:
+            if self.lanes.get(origin) is lanes:
+                del self.lanes[origin]
             # Notices for mail we sent that peer may have been lost with this link.
             peer = self.peers.get(origin)
             if peer is not None:
                 self._fail_pending(peer)
         with trio.move_on_after(1):
             await ws.aclose()
+
+    async def _read_link(
+        self, ws: Any, opener: Opener, origin: str, lanes: Lanes, room: list[trio.Event],
+        nursery: trio.Nursery,
+    ) -> Exception | None:
+        """Frames from ``origin``, in order. Mail goes to its recipients' lanes and this loop
+        reads on: a frame is never waited for, so the link's pings are answered while
+        mailboxes work, and a lane's call takes all its recipient's mail that came meanwhile.
+        Only a backlog of ``LANE_LIMIT`` items makes it wait (back-pressure on the peer).
+        Returns the error that ended the link (raised in the caller, outside the nursery)."""
+        try:
+            while True:
+                while lanes.queued >= LANE_LIMIT:
+                    room[0] = trio.Event()
+                    await room[0].wait()
+                with trio.move_on_after(LINK_IDLE) as idle:
+                    data = await ws.get_message()
+                if idle.cancelled_caught:
+                    log.warning("link from %s silent for %.1f s: closing it", origin, LINK_IDLE)
+                    return None
+                frame = opener.open(data)
+                for to in lanes.put(frame.mail):
+                    nursery.start_soon(self._run_lane, origin, lanes, to, room)
+                for note in frame.notes:
+                    self._take_note(origin, note)
+                for refusal in frame.refused:
+                    self._take_refusal(origin, refusal)
+                for control in frame.control:
+                    self._take_control(origin, control)
+                for presence in frame.presence:
+                    self.presence_link.take(origin, presence)
+        except (LinkRefused, ConnectionClosed) as e:
+            return e
 
     # -- links out -----------------------------------------------------------------------------
     def _fail_pending(self, peer: Peer) -> None:
@@ -672,6 +739,7 @@ class Cluster:
         accepted, and the owner drops what it already had (dedupe)."""
         pending, peer.pending = peer.pending, {}
         copies, peer.copies = peer.copies, {}
+        peer.drop_queued([*pending.values(), *copies.values()])
         for item in pending.values():
             if item.to.startswith(GROUP_KEY):
                 self.node.unavailable(item.sender, item.id)  # a group frame: not accepted
@@ -740,21 +808,29 @@ class Cluster:
         sealer = dialing.sealer()
         receive = peer.receive_channel
         stall = self.node.settings.send_stall_timeout
+        # The peer's gateway takes messages up to 2 x max_frame_bytes (_node.py), and one
+        # item is at most about max_frame_bytes (a client frame): so a frame is filled up to
+        # max_frame_bytes, and the item that would pass it opens the next frame.
+        budget = self.node.settings.max_frame_bytes
+        carry: Any = None
+
+        def more() -> Any:
+            try:
+                return receive.receive_nowait()
+            except trio.WouldBlock:
+                return None
+
         while True:
-            first: Any = None
-            with trio.move_on_after(KEEPALIVE):
-                first = await receive.receive()
+            first, carry = carry, None
+            if first is None:
+                with trio.move_on_after(KEEPALIVE):
+                    first = await receive.receive()
             mail: list[MailItem] = []
             notes: list[NoteItem] = []
             refused: list[Refusal] = []
             control: list[Control] = []
             presence: list[PresenceItem] = []
-            batch = [] if first is None else [first]
-            while len(batch) < FRAME_ITEMS:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch, carry = fill_frame(first, more, budget, FRAME_ITEMS)
             for item in batch:
                 kind = type(item)
                 if kind is MailItem:
@@ -767,7 +843,7 @@ class Cluster:
                     presence.append(item)
                 else:
                     control.append(item)
-            frame = Frame(mail, notes, refused, control, presence)
+            frame = Frame(mail, coalesce_notes(notes), refused, control, presence)
             with trio.fail_after(stall):
                 await ws.send_message(sealer.seal(frame))
             peer.frames += 1

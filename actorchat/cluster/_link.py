@@ -23,6 +23,8 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from msgspec import Struct
@@ -32,6 +34,7 @@ __all__ = [
     "Control",
     "Dialing",
     "Frame",
+    "Lanes",
     "LinkRefused",
     "MailItem",
     "NoteItem",
@@ -39,6 +42,10 @@ __all__ = [
     "PresenceItem",
     "Refusal",
     "Sealer",
+    "by_recipient_in_order",
+    "coalesce_notes",
+    "fill_frame",
+    "item_bytes",
 ]
 
 CHALLENGE_TAG = b"actorchat-link-1:"
@@ -123,6 +130,125 @@ class Frame(Struct, array_like=True, frozen=True):
     refused: list[Refusal] = []
     control: list[Control] = []
     presence: list[PresenceItem] = []
+
+
+def by_recipient_in_order(mail: list[MailItem]) -> dict[str, list[MailItem]]:
+    """A frame's mail split by recipient (``to``), each recipient's items in frame order:
+    what one mailbox call per recipient takes, keeping the order of every sender's mail."""
+    out: dict[str, list[MailItem]] = {}
+    for item in mail:
+        items = out.get(item.to)
+        if items is None:
+            out[item.to] = [item]
+        else:
+            items.append(item)
+    return out
+
+
+def _utf8(text: str | None) -> int:
+    if text is None:
+        return 0
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def item_bytes(item: Any) -> int:
+    """About what ``item`` adds to an encoded frame (at least that much: each field's UTF-8
+    bytes plus room for msgpack's headers), so the writer can keep a frame within what the
+    peer's gateway takes (``max_message_size``)."""
+    kind = type(item)
+    if kind is MailItem:
+        return (_utf8(item.body) + _utf8(item.media) + _utf8(item.group) + _utf8(item.sender)
+                + _utf8(item.id) + _utf8(item.to) + 24)
+    if kind is NoteItem:
+        return (_utf8(item.text) + _utf8(item.user) + _utf8(item.by) + _utf8(item.group)
+                + sum(_utf8(i) + 5 for i in item.ids) + 48)
+    if kind is PresenceItem:
+        return _utf8(item.user) + 32
+    if kind is Refusal:
+        return _utf8(item.sender) + _utf8(item.id) + _utf8(item.to) + 32
+    return _utf8(item.user) + _utf8(item.node) + 48  # Control
+
+
+def fill_frame(
+    first: Any, more: Callable[[], Any], budget: int, limit: int
+) -> tuple[list[Any], Any]:
+    """The items of the next frame: ``first`` (None: none) and then ``more()`` until it
+    returns None, ``limit`` items, or the next item would take the frame past ``budget``
+    bytes (``item_bytes``). Returns them and that next item (None if there is none), which
+    opens the following frame; an item bigger than ``budget`` goes alone."""
+    batch = [] if first is None else [first]
+    size = 0 if first is None else item_bytes(first)
+    while len(batch) < limit:
+        item = more()
+        if item is None:
+            break
+        size += item_bytes(item)
+        if size > budget:
+            return batch, item
+        batch.append(item)
+    return batch, None
+
+
+class Lanes:
+    """The mail a link brought, one lane per recipient, so that reading the link never waits
+    for a mailbox: ``put`` queues a frame's mail and names the lanes to start; a lane's task
+    loops on ``take`` (all its recipient's items queued so far, in order: one mailbox call)
+    until ``take`` returns None, which ends the lane (test and end in one step: an item put
+    later starts a new lane). One task per recipient keeps each pair's order; different
+    recipients' calls overlap; ``queued`` counts items taken or waiting, for back-pressure."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, list[MailItem]] = {}
+        self.queued = 0
+
+    def put(self, mail: list[MailItem]) -> list[str]:
+        new: list[str] = []
+        for to, items in by_recipient_in_order(mail).items():
+            lane = self._lanes.get(to)
+            if lane is None:
+                self._lanes[to] = items
+                new.append(to)
+            else:
+                lane.extend(items)
+        self.queued += len(mail)
+        return new
+
+    def take(self, to: str) -> list[MailItem] | None:
+        items = self._lanes[to]
+        if not items:
+            del self._lanes[to]
+            return None
+        self._lanes[to] = []
+        return items
+
+    def done(self, count: int) -> None:
+        self.queued -= count
+
+
+_MERGED = frozenset({"accepted", "receipt", "group_safe", "group_receipt"})
+
+
+def coalesce_notes(notes: list[NoteItem]) -> list[NoteItem]:
+    """Notes of one frame with the same user, kind, status, ``by`` and group become one note
+    with all their ids (in order), at the place of the first: each mailbox reports its acks
+    and receipts per sender, and a busy link gathers many such notes for the same sender.
+    ``frame`` notes (an error text) stay as they are, in place."""
+    if len(notes) < 2:
+        return notes
+    out: list[NoteItem] = []
+    merged: dict[tuple[str, str, str | None, str | None, str | None], list[str]] = {}
+    for note in notes:
+        if note.kind not in _MERGED:
+            out.append(note)
+            continue
+        key = (note.user, note.kind, note.status, note.by, note.group)
+        ids = merged.get(key)
+        if ids is None:
+            ids = merged[key] = list(note.ids)
+            out.append(NoteItem(note.user, note.kind, ids, note.status, note.by, group=note.group))
+        else:
+            ids.extend(note.ids)
+    return out
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -4,9 +4,14 @@ Its mailbox loop is the socket's *writer*: everything to send (welcome, deliveri
 receipts, errors) arrives as a message, so frames go out in one order. While more messages are
 queued it only accumulates, and when the mailbox is empty it writes: under load many
 ``deliver``/``accepted``/``receipt`` items share one frame (the transport's cost is per frame).
-A side task is the *reader*: it feeds each frame to the sans-I/O ``ServerSession`` and acts on
-what comes out. A socket that cannot take a frame within ``send_stall_timeout`` is closed, and
-so is one whose mailbox overflows: a stalled client never makes the node buffer without bound.
+The *reader* feeds each frame to the sans-I/O ``ServerSession`` and acts on what comes out: a
+side task of the actor run in the gateway's handler task for the socket (``sv.run_beside``, in
+``GatewayActor._handler``), which would otherwise only wait, so an idle connection costs the
+node one task of its own fewer (and none while its mailbox loop hibernates). A connection
+silent for ``idle_timeout`` is closed by the janitor's sweep (``close_idle``), not by a timer
+per connection: a cancel scope per idle socket (and one entered per frame) is what it saves.
+A socket that cannot take a frame within ``send_stall_timeout`` is closed, and so is one whose
+mailbox overflows: a stalled client never makes the node buffer without bound.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ._messages import (
     OutReceipts,
     ReadMail,
 )
+from ._wsout import send_texts
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -47,8 +53,80 @@ log = logging.getLogger("actorchat.connection")
 
 E = p.ErrorCode
 
-# The writer writes at once, without waiting for more items, once this many are pending.
+# The writer writes at once, without waiting for more items, once this many are pending, or
+# once it has held back the items of this many messages.
 COALESCE_LIMIT = 512
+HOLD_LIMIT = 32
+
+HOLD, YIELD, WRITE = "hold", "yield", "write"
+
+
+def writer_action(depth: int, pending: int, held: int) -> str:
+    """What the writer does after taking one message into its pending items, ``depth`` more
+    messages queued, ``pending`` items, ``held`` messages handled since its last write.
+
+    More queued: HOLD (the next messages share this frame) up to the limits. Nothing queued
+    and nothing held yet: YIELD once (the user actors and readers runnable in this scheduler
+    pass usually have more items for us; under load that cuts frames several times over,
+    when idle it costs one pass), then decide again as if holding one. Nothing queued after
+    holding: WRITE. The writer yields at most once per frame and the limits bound holding:
+    it once held while anything was queued, and with mail trickling in from many actors (the
+    mailbox takes one message per pass) the yield nearly always found a new one: nothing was
+    written for a second at half load, then a burst. (A time bound was tried too: under
+    overload a pass outlasts it and every message wrote its own frame.)"""
+    if pending >= COALESCE_LIMIT or held >= HOLD_LIMIT:
+        return WRITE
+    if depth:
+        return HOLD
+    return YIELD if held == 0 else WRITE
+# A `send` is cast to the recipient's mailbox while it holds fewer messages than this, and
+# called (waiting for its turn) beyond: the bound on what one sender can queue there.
+CAST_DEPTH = 64
+# Frames written with one socket send (``_wsout.send_texts``) hold up to about this many
+# characters, so the stall timeout still times a bounded amount of data.
+WRITE_BYTES = 4 * 1024
+
+
+def write_chunks(frames: list[str], limit: int) -> list[list[str]]:
+    """``frames`` in order, grouped into runs of at most ``limit`` characters (a frame over it
+    is a run of its own)."""
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = 0
+    for text in frames:
+        if chunk and size + len(text) > limit:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text)
+    chunks.append(chunk)
+    return chunks
+
+
+def is_idle(heard: float, now: float, idle_timeout: float) -> bool:
+    return now - heard >= idle_timeout
+
+
+def close_idle(node: Node, now: float) -> int:
+    """Kick (4002) every connection that sent nothing for ``idle_timeout``, once each, and
+    forget the ones gone without an ``on_stop`` (killed); returns how many were kicked.
+    Run by the janitor's rounds (``_janitor.py``)."""
+    idle = node.settings.idle_timeout
+    gone, kicked = [], 0
+    for conn in node.connection_actors:
+        if not conn.ref.is_alive():
+            gone.append(conn)
+        elif not conn.idle_kicked and is_idle(conn.heard, now, idle):
+            conn.idle_kicked = True
+            kicked += 1
+            try:
+                conn.ref.send_nowait(Kick(4002, "idle timeout"))
+            except sv.MailboxFull:
+                conn.ref.kill()  # a stalled socket, as in Node.notify
+            except sv.ActorDeadError:
+                pass
+    node.connection_actors.difference_update(gone)
+    return kicked
 
 
 def error_text(code: p.ErrorCode, message: str, ref: str | None = None) -> str:
@@ -60,6 +138,9 @@ class ConnectionActor(sv.Actor):
     # the writer. Other actors treat a full mailbox as a stalled socket and close it, so the
     # bound is generous for bursts: a reading client never fills it.
     mailbox_size = 10_000
+    # Messages handled since the last write (``writer_action``). A class default: a
+    # connection that never held anything back stores none.
+    _held = 0
 
     def __init__(self, ws: WebSocketConnection, node: Node) -> None:
         self.ws = ws
@@ -72,14 +153,20 @@ class ConnectionActor(sv.Actor):
         self._receipts: dict[tuple[str, str, str | None], list[str]] = {}
         self._frames: list[str] = []
         self.closing = False
+        # Here, not in an on_start: an actor without one starts at once in the gateway's task
+        # (no start handshake with the supervisor) and waits for mail without a cancel scope.
+        node.metrics["connections"] += 1
+        self.heard = trio.current_time()  # the last frame from the client (``close_idle``)
+        self.idle_kicked = False
+        node.connection_actors.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def on_start(self) -> None:
-        self.node.metrics["connections"] += 1
-        self.start_task(self._reader)
-
     async def on_stop(self, reason: sv.ExitReason) -> None:
+        # The reader takes no more frames (``reader``): a node stopping on SIGTERM stops
+        # accepting at once, not after the close handshakes (up to 1 s each).
+        self.closing = True
         self.node.metrics["connections"] -= 1
+        self.node.connection_actors.discard(self)
         self._leave()
         with trio.move_on_after(1.0):
             await self.ws.aclose()
@@ -116,6 +203,10 @@ class ConnectionActor(sv.Actor):
                 )
         elif kind is OutAccepted:
             self._accepted.extend(message.ids)
+            receipt = message.receipt
+            if receipt is not None:
+                key = (receipt.status, receipt.by, receipt.group)
+                self._receipts.setdefault(key, []).extend(receipt.ids)
         elif kind is OutReceipt:
             key = (message.status, message.by, message.group)
             self._receipts.setdefault(key, []).extend(message.ids)
@@ -129,18 +220,15 @@ class ConnectionActor(sv.Actor):
             await self._write_pending()
             await self._close(message.code, message.reason)
             return None
-        if self.ref.mailbox_depth() == 0:
-            if len(self._deliver) + len(self._accepted) < COALESCE_LIMIT:
-                # Yield once before writing: the user actors and readers that are runnable in
-                # this scheduler batch usually have more items for us, and they then share this
-                # frame. Under load that cuts frames (the transport's cost is per frame) several
-                # times over; when idle it costs one scheduler pass. If something arrived, the
-                # mailbox loop brings it here and we write after it; the item limit bounds how
-                # long a busy connection can go without writing.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                if self.ref.mailbox_depth():
-                    return None
-            await self._write_pending()
+        pending = len(self._deliver) + len(self._accepted)
+        action = writer_action(self.ref.mailbox_depth(), pending, self._held)
+        if action is YIELD:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            action = writer_action(self.ref.mailbox_depth(), pending, 1)
+        if action is HOLD:
+            self._held += 1
+            return None
+        await self._write_pending()
         return None
 
     def _flush_batched(self) -> None:
@@ -158,18 +246,20 @@ class ConnectionActor(sv.Actor):
             self._receipts = {}
 
     async def _write_pending(self) -> None:
+        self._held = 0
         self._flush_batched()
         frames, self._frames = self._frames, []
         if not frames:
             return
         stall = self.node.settings.send_stall_timeout
         # One cancel scope for the whole batch (entering one per frame showed in the profile),
-        # its deadline moved forward before each frame: each frame still gets `stall` seconds.
+        # its deadline moved forward before each write: each write (one socket send for all
+        # the frames of a flush, up to WRITE_BYTES) still gets `stall` seconds.
         with trio.CancelScope() as scope:
-            for text in frames:
+            for chunk in write_chunks(frames, WRITE_BYTES):
                 scope.deadline = trio.current_time() + stall
                 try:
-                    await self.ws.send_message(text)
+                    await send_texts(self.ws, chunk)
                 except ConnectionClosed:
                     self.stop()
                     return
@@ -192,19 +282,18 @@ class ConnectionActor(sv.Actor):
         await self.ref.send(OutFrame(text))
 
     # -- the reader -----------------------------------------------------------------------------
-    async def _reader(self) -> None:
-        idle = self.node.settings.idle_timeout
+    async def reader(self) -> None:
+        """Run by the gateway's handler task beside the actor (``sv.run_beside``)."""
         while True:
-            with trio.move_on_after(idle) as scope:
-                try:
-                    data = await self.ws.get_message()
-                except ConnectionClosed:
-                    self.stop()
-                    return
-            if scope.cancelled_caught:
-                self.ref.send_nowait(Kick(4002, "idle timeout"))
+            try:
+                data = await self.ws.get_message()
+            except ConnectionClosed:
+                self.stop()
                 return
-            event = self.session.receive(data, trio.current_time())
+            if self.closing or self.node.draining:
+                continue  # stopping: nothing more is taken (unaccepted: the client resends)
+            now = self.heard = trio.current_time()
+            event = self.session.receive(data, now)
             if isinstance(event, p.ErrorEvent):
                 self.node.metrics["errors"] += 1
                 await self.out(p.encode(event.to_frame()))
@@ -273,7 +362,12 @@ class ConnectionActor(sv.Actor):
     async def _to_mailbox(self, message: Any) -> None:
         assert self.mailbox_ref is not None
         try:
-            await self.mailbox_ref.send(message)
+            try:
+                # No checkpoint when there is room (an ack per `deliver` frame is on the hot
+                # path): the reader's next wait for a frame is one.
+                self.mailbox_ref.send_nowait(message)
+            except sv.MailboxFull:
+                await self.mailbox_ref.send(message)
         except sv.ActorDeadError:
             self.mailbox_ref = await self.node.registry.mailbox(self.user)  # type: ignore[arg-type]
             await self.mailbox_ref.send(message)
@@ -312,7 +406,9 @@ class ConnectionActor(sv.Actor):
 
     async def _send(self, frame: p.Send) -> None:
         node = self.node
-        assert self.user is not None
+        user = self.user  # the sender: the frame was read while it was logged in
+        if user is None:
+            return  # the connection stopped (``on_stop`` ran ``_leave``) after reading it
         if frame.group is not None:
             if node.group_send is None:
                 await self.out(
@@ -333,7 +429,7 @@ class ConnectionActor(sv.Actor):
             # Only someone who may fetch the media may refer to it, and the recipient's grant
             # is committed before the message can reach a mailbox, so whoever is delivered it
             # can fetch it (_media.py; test_e2e_media.py). Sends without media skip this.
-            shared = await share_media(node, self.user, frame.media, (to,))
+            shared = await share_media(node, user, frame.media, (to,))
             if shared is None:
                 await self.out(
                     error_text(
@@ -342,18 +438,42 @@ class ConnectionActor(sv.Actor):
                 )
                 return
             media = msgspec.json.encode(shared).decode()
-        message = Incoming(self.user, frame.id, frame.body, None, media)
+        message = Incoming(user, frame.id, frame.body, None, media)
         if MESSAGES.isEnabledFor(DEBUG):  # the first line of a message's life (logs.py)
-            trace("received", node.settings.node_name, self.user, frame.id, to)
+            trace("received", node.settings.node_name, user, frame.id, to)
         if node.cluster is not None and await node.cluster.route_send(self, to, message, frame.id):
             return  # owned by another node: it crossed the link (or was refused)
         for _attempt in range(3):
             ref = await node.registry.mailbox(to)
+            queue = node.registry.queues.get(to)
+            if (
+                ref.mailbox_depth() < CAST_DEPTH
+                and self.ref.mailbox_depth() < CAST_DEPTH
+                and queue is not None
+                and not queue.spilling
+            ):
+                # A cast: this reader goes on to the next frame at once instead of parking
+                # until the mailbox has answered (a task switch and a wake-up per message).
+                # Order holds (one FIFO mailbox); a refusal would come back to us as an
+                # `unavailable` frame (``UserActor._refuse``). Only on the fast path: with
+                # mail waiting for the store (``spilling``, where refusals come from) we call,
+                # and the round trip paces a sender whose messages are refused; with casts
+                # such a sender, writing without reading, got its refusals faster than it
+                # read them and was cut off as stalled. Guarded by test_e2e_delivery.py::
+                # test_slow_store_sheds_new_mail_not_memory. In a cluster a handover stops
+                # the mailbox in order (``Release``), so what was cast before it is stored.
+                cast = Incoming(user, frame.id, frame.body, None, media, self.ref)
+                try:
+                    ref.send_nowait(cast)
+                except sv.ActorDeadError:
+                    continue  # gone: the registry starts or finds the next one
+                return
             try:
-                # No timeout: the mailbox answers Incoming synchronously (no await in its
-                # handler), and the call still resolves with ActorDeadError if it stops or
-                # crashes; a full mailbox is waited on (back-pressure on this client). A
-                # timeout would cost a cancel scope per `send` frame on the hottest path.
+                # A long mailbox: wait for our turn (back-pressure on this client, so one
+                # sender adds at most CAST_DEPTH casts to it). No timeout: the mailbox answers
+                # Incoming synchronously (no await in its handler), and the call still
+                # resolves with ActorDeadError if it stops or crashes. A timeout would cost a
+                # cancel scope per `send` frame.
                 taken = await ref.call(message, timeout=None)
             except sv.ActorDeadError:
                 continue  # it stopped or crashed: the registry starts or finds the next one

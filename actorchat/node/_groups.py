@@ -59,6 +59,7 @@ from ._group_state import (
     plan_remove,
 )
 from ._media import share_media
+from ._memberships import Memberships
 from ._messages import Incoming, OutAccepted, OutReceipt, OutReceipts
 
 if TYPE_CHECKING:
@@ -339,11 +340,14 @@ class GroupActor(sv.Actor):
             return refused
         except StoreUnavailable as e:
             return GroupRefused(E.UNAVAILABLE, f"storage is unavailable ({e}); try again")
+        memberships = node.groups.memberships
         try:
             await node.store.read("change_group", info.group, add, remove, owner, node.wall())
         except StoreUnavailable as e:
+            memberships.clear()  # it may have committed: what the node knows is unsure now
             return GroupRefused(E.UNAVAILABLE, f"storage is unavailable ({e}); try again")
         apply_change(info, add, remove, owner)
+        memberships.changed(info.group, info.name, info.owner, info.members, add, remove)
         announce(node, info)
         removed = p.encode(p.GroupRemoved(group=info.group))
         for user in remove:
@@ -393,6 +397,8 @@ class GroupDirectory:
         self.infos: dict[str, GroupInfo] = {}  # the running actors' (live) membership
         self.fanouts: dict[str, FanOut] = {}  # and their messages (for tests and metrics)
         self._starting: dict[str, trio.Event] = {}
+        # Each welcomed user's groups, kept current by the commits here (single node only).
+        self.memberships = Memberships()
 
     async def actor(self, group: str) -> sv.ActorRef | None:
         """The group's actor, started (its membership loaded) if need be; None if the group
@@ -499,7 +505,12 @@ async def _create(conn: Any, frame: p.GroupCreate) -> None:
         await conn.out(_error(E.NO_SUCH_USER, f"no user {missing[0]}", frame.id))
         return
     group = "g" + secrets.token_hex(10)
-    await node.store.read("create_group", group, frame.name, conn.user, members, node.wall())
+    try:
+        await node.store.read("create_group", group, frame.name, conn.user, members, node.wall())
+    except StoreUnavailable:
+        node.groups.memberships.clear()  # it may have committed
+        raise
+    node.groups.memberships.changed(group, frame.name, conn.user, members, members)
     node.metrics["groups_created"] += 1
     announce(node, GroupInfo(group, frame.name, conn.user, members))
 
@@ -570,10 +581,24 @@ async def _send(conn: Any, frame: p.Send) -> None:
 async def _welcome(conn: Any, user: str) -> None:
     """One ``group`` frame per membership, after every welcome. A group whose actor runs here
     is described from memory (it applies changes after committing them, and announces each
-    to connected members, so this connection ends with the current membership either way)."""
+    to connected members, so this connection ends with the current membership either way).
+    On a single node the memberships come from ``Memberships`` (a store read only on a user's
+    first welcome); in a cluster a group may change on another node, so from the store."""
     node = conn.node
-    for group, name, owner, members in await node.store.read("groups_of", user):
-        info = node.groups.info(group) or GroupInfo(group, name, owner, members)
+    directory = node.groups
+    if node.cluster is not None:
+        infos = [GroupInfo(*row) for row in await node.store.read("groups_of", user)]
+    else:
+        memberships = directory.memberships
+        known = memberships.groups_of(user)
+        if known is None:
+            version = memberships.version
+            rows = await node.store.read("groups_of", user)
+            memberships.loaded(user, rows, version)
+            known = [GroupInfo(*row) for row in rows]
+        infos = known
+    for stored in infos:
+        info = directory.info(stored.group) or stored
         if user in info.members:
             await conn.out(p.encode(info.frame()))
 

@@ -1,9 +1,18 @@
-"""Housekeeping: forget dedupe rows older than the retention, so the table stays bounded.
+"""Housekeeping: forget dedupe rows older than the retention, so the table stays bounded; and
+put idle users' actors to sleep.
 
 A retry older than ``DEDUPE_RETENTION`` is taken as a new message (docs/guarantees.md). The
 janitor deletes in bounded steps (``prune_dedupe`` takes at most ``limit`` rows a call), so it
 never holds the store's one connection for long; an unreachable database is simply tried again
 at the next round.
+
+Every ``HIBERNATE_EVERY`` seconds the janitor hibernates (``SupervisorRef.hibernate_idle``)
+every mailbox actor and connection actor parked on an empty mailbox: until its next message it
+owns no trio task (its frames, cancel scope and task: about 3 KB each, most of what an idle
+logged-in user would cost beyond its socket). A busy actor is woken by its next message, so it
+pays one task start per round at most. The same rounds close connections silent for
+``idle_timeout`` (``_connection.close_idle``). Guarded by ``tests/actorchat/node/test_janitor.py``
+and ``test_e2e_bad_input.py::test_silent_connection_is_closed_after_idle_timeout``.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import trio
 import supervisors as sv
 from actorchat.store import StoreUnavailable
 
+from ._connection import close_idle
+
 if TYPE_CHECKING:
     from ._node import Node
 
@@ -24,6 +35,7 @@ log = logging.getLogger("actorchat.janitor")
 DEDUPE_RETENTION = 7 * 24 * 3600.0
 PRUNE_EVERY = 600.0
 PRUNE_STEP = 10_000
+HIBERNATE_EVERY = 2.0
 
 
 class Janitor(sv.Actor):
@@ -33,6 +45,25 @@ class Janitor(sv.Actor):
 
     async def on_start(self) -> None:
         self.start_task(self._rounds)
+        self.start_task(self._hibernate_rounds)
+
+    async def _hibernate_rounds(self) -> None:
+        # Also the idle timeout's clock: a connection silent for it is closed within a round.
+        every = min(HIBERNATE_EVERY, self.node.settings.idle_timeout / 4)
+        while True:
+            await trio.sleep(every)
+            close_idle(self.node, trio.current_time())
+            await self.hibernate_once()
+
+    async def hibernate_once(self) -> int:
+        """Hibernate the idle user and connection actors; returns how many went to sleep."""
+        count = 0
+        for supervisor in (self.node.users, self.node.connections):
+            try:
+                count += (await supervisor()).hibernate_idle()
+            except sv.ActorDeadError:
+                pass  # being restarted: the next round finds it
+        return count
 
     async def _rounds(self) -> None:
         while True:

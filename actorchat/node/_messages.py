@@ -14,6 +14,18 @@ class Incoming:
     body: str
     group: str | None = None
     media: str | None = None
+    # Set when the sender's connection cast this instead of calling (``_connection._send``):
+    # no reply comes back, so a refusal is told to this connection as an `unavailable` frame.
+    reply: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingBatch:
+    """Several ``Incoming`` for one mailbox in one call: a link frame's mail for this user
+    (``_cluster.py``), so a crossing message costs no actor round trip of its own. The answer
+    is a list with one bool per message: taken (False: refused, the store is behind)."""
+
+    items: tuple[Incoming, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,13 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Stop once everything queued before this is handled (a handover to another node,
+    ``_cluster._release``): sends cast to the mailbox before it are taken, then stored by
+    ``on_stop``, instead of dropped with the mailbox as by ``ref.stop()``."""
+
+
 # -- to a connection actor (things to write to the socket) ---------------------------------------
 @dataclass(frozen=True, slots=True)
 class OutFrame:
@@ -56,6 +75,9 @@ class OutDeliver:
 @dataclass(frozen=True, slots=True)
 class OutAccepted:
     ids: tuple[str, ...]
+    # The receipt an ack gives the same sender at the same time, carried along: one message
+    # (one wake-up of the connection) instead of two. ``Node.notify`` splits it for a link.
+    receipt: OutReceipt | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ survives), then the store front commits and the store closes.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import signal
 import time
@@ -40,7 +41,7 @@ from ._groups import groups_spec, install_groups
 from ._http import HttpHandler, HttpRequest, HttpResponse, HttpServer, text
 from ._janitor import Janitor
 from ._media import install_media
-from ._messages import OutFrame
+from ._messages import OutAccepted, OutFrame
 from ._ops import install_operations, readiness
 from ._presence_node import PresenceActor, install_presence
 from ._registry import Registry
@@ -59,6 +60,8 @@ class Node:
         self.db_schema = db_schema
         self.signer = TokenSigner(settings.secret, settings.token_ttl)
         self.registry = Registry(self)
+        # Live connection actors, for the janitor's idle sweep (``_connection.close_idle``).
+        self.connection_actors: set[ConnectionActor] = set()
         self.store = StoreClient(self)
         self.sup: sv.SupervisorRef | None = None
         self.port: int | None = None
@@ -66,6 +69,9 @@ class Node:
         self.user_linger = 5.0
         self.metrics: collections.Counter[str] = collections.Counter()
         self.listening = trio.Event()
+        # Set on SIGTERM/SIGINT before the tree stops: readers take no more frames, so the node
+        # accepts nothing new while its first children stop (``ConnectionActor.reader``).
+        self.draining = False
         self.tree_ready = trio.Event()
         self.front: StoreFront | None = None
         # Features plug in here, each from its own module, rather than editing the connection
@@ -223,6 +229,8 @@ class Node:
         if conn is None:
             if self.cluster is not None:  # connected to another node, perhaps
                 self.cluster.notify_remote(user, message)
+                if type(message) is OutAccepted and message.receipt is not None:
+                    self.cluster.notify_remote(user, message.receipt)  # a link carries it apart
             return
         try:
             conn.send_nowait(message)
@@ -337,7 +345,32 @@ class GatewayActor(sv.Actor):
         except (sv.SupervisorError, sv.ActorDeadError):
             await ws.aclose(1013, "node is shutting down")
             return
+        try:
+            # This task reads the socket for the connection actor (``_connection.py``): it
+            # returns once the actor exited, or after the reader asked it to close the socket.
+            await sv.run_beside(ref, ConnectionActor.reader)
+        except sv.ActorDeadError:
+            return  # gone already (its on_stop closed the socket)
+        except trio.Cancelled:
+            # The gateway stops: the socket goes with this task, so the actor goes too.
+            ref.stop(sv.NORMAL)
+            raise
         await ref.wait()
+
+
+# The cyclic GC of a node process (``tune_gc``). Every message allocates a few dozen
+# short-lived tracked objects (frames, queue items, trio's wake-up records), and with CPython's
+# default gen0 threshold (700) collections took ~8% of the node's CPU under relay load.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Once the node is up: freeze what is loaded (modules, SQLAlchemy's metadata, the tree:
+    ~100,000 objects that live as long as the process) out of the collector, so a full
+    collection no longer walks them (they made each one pause the node 150-400 ms, the p99 of
+    a latency run), and collect the young generation less often."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def run_until_signal(node: Node) -> None:
@@ -345,6 +378,7 @@ async def run_until_signal(node: Node) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            tune_gc()
             store = _safe_url(node.settings.database_url)
             print(
                 f"actorchat node {node.settings.node_name} listening on "
@@ -359,6 +393,7 @@ async def run_until_signal(node: Node) -> None:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 print(f"stopping on {signal.Signals(signum).name}...", flush=True)
                 assert node.sup is not None
+                node.draining = True
                 node.sup.stop()
                 await node.sup.wait()
                 nursery.cancel_scope.cancel()

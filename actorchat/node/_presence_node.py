@@ -13,6 +13,11 @@ come from the pure ``PresenceBook`` (``_presence.py``); this module performs the
   runs no ``on_leave``: its ``Down`` counts instead), and on shutdown stores "last seen now"
   for every user still online here.
 
+A login and a logout cost the presence actor nothing (issue 5, login storms): ``welcomed``
+sets up its monitor of the connection directly (no message to it), ``left`` takes it down
+again (no ``Down`` for a connection that left normally), and the timer is woken only when a
+new deadline comes before the one it sleeps until (deadlines are now + grace, so almost never).
+
 Typing is relayed, never stored, never acknowledged: to the recipient's connection if it is on
 this node now, else dropped (a typing frame over the connection's rate limit is answered
 ``rate_limited`` by the session and dropped; the connection stays open).
@@ -29,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -66,19 +70,14 @@ class RemoteSubscriber(Protocol):
     def presence_changed(self, frame: p.Presence) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
-    """To the presence actor: monitor this connection (a kill runs no on_leave)."""
-
-    conn: sv.ActorRef
-
-
 class Presence:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.book = PresenceBook(node.settings.presence_grace, MAX_SUBSCRIPTIONS)
         self.wakeup = trio.Event()
-        self.actor_ref: sv.ActorRef | None = None
+        self.timer_at = math.inf  # the deadline the timer sleeps until
+        self.actor: PresenceActor | None = None  # its running incarnation
+        self._monitors: dict[Hashable, sv.Monitor] = {}  # of the welcomed connections
         # The cluster's side (docs/scaling.md): hooks told every LocalChange, and the relay
         # of typing to users that are not connected here.
         self.announce: list[Callable[[LocalChange], None]] = []
@@ -92,11 +91,14 @@ class Presence:
         if self.book.user_of(ref) not in (None, user):  # the same socket, another user
             self._gone(ref)
         self.perform(self.book.connected(user, ref, self.node.wall()))
-        if self.actor_ref is not None:
-            try:
-                self.actor_ref.send_nowait(Watch(ref))
-            except (sv.MailboxFull, sv.ActorDeadError):
-                pass  # on_leave still covers every connection that stops normally
+        self.watch(ref)  # without an actor, on_leave still covers every normal stop
+
+    def watch(self, ref: sv.ActorRef) -> None:
+        """Have the presence actor monitor ``ref``: set up here, synchronously (the node is
+        one trio thread), rather than by a message that wakes it on every login."""
+        actor = self.actor
+        if actor is not None and ref not in self._monitors:
+            self._monitors[ref] = actor.monitor(ref)
 
     def left(self, conn: ConnectionActor, user: str) -> None:
         self._gone(conn.ref)
@@ -106,8 +108,12 @@ class Presence:
         self._gone(ref)
 
     def _gone(self, ref: Hashable) -> None:
+        monitor = self._monitors.pop(ref, None)
+        if monitor is not None and self.actor is not None:
+            self.actor.demonitor(monitor)
         self.book.drop(ref)
-        if self.book.disconnected(ref, trio.current_time(), self.node.wall()) is not None:
+        deadline = self.book.disconnected(ref, trio.current_time(), self.node.wall())
+        if deadline is not None and deadline < self.timer_at:
             self.wakeup.set()
 
     def expire(self) -> None:
@@ -278,17 +284,15 @@ class PresenceActor(sv.Actor):
 
     async def on_start(self) -> None:
         presence = self.presence
-        presence.actor_ref = self.ref
+        presence.actor = self
+        presence._monitors.clear()  # a former incarnation's: they died with it
         for conn in presence.book.connections():
             if isinstance(conn, sv.ActorRef):
-                self.monitor(conn)  # a dead one answers with Down at once
+                presence.watch(conn)  # a dead one answers with Down at once
         self.start_task(self._timer)
 
     async def receive(self, message: Any) -> Any:
-        kind = type(message)
-        if kind is Watch:
-            self.monitor(message.conn)
-        elif kind is sv.Down:
+        if type(message) is sv.Down:
             self.presence.connection_down(message.ref)
         return None
 
@@ -296,7 +300,8 @@ class PresenceActor(sv.Actor):
         presence = self.presence
         while True:
             deadline = presence.book.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            presence.timer_at = math.inf if deadline is None else deadline
+            with trio.move_on_at(presence.timer_at):
                 await presence.wakeup.wait()
             presence.wakeup = trio.Event()
             presence.expire()
@@ -305,8 +310,9 @@ class PresenceActor(sv.Actor):
         # The node stops (or this actor restarts): everyone online here was seen now. Stored
         # with a wait, so it is committed before the store stops behind us.
         presence = self.presence
-        if presence.actor_ref is self.ref:
-            presence.actor_ref = None
+        if presence.actor is self:
+            presence.actor = None
+            presence.timer_at = math.inf  # no timer: a new one looks at every deadline
         rows = presence.book.last_seen_rows(presence.node.wall())
         if not rows:
             return

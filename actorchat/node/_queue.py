@@ -200,12 +200,20 @@ class DeliveryQueue:
 
     def _fill(self, fx: Effects, now: float) -> None:
         # Items go out in key order, so the ones in flight are always the first
-        # ``in_flight`` items: skip them in C (islice) instead of scanning in Python on every
-        # message and ack (the benchmark's profile found that scan).
+        # ``in_flight`` items and the unsent ones the last ``len(items) - in_flight``: start
+        # from the nearer end, in C (islice, reversed), instead of scanning in Python on every
+        # message and ack (the benchmark's profile found that scan). Under relay load most
+        # items are in flight and few unsent: skipping a window of in-flight items from the
+        # front on every message was then the node's top line of own time (6%).
         room = self.window - self.in_flight
-        if not self.attached or room <= 0:
+        unsent = len(self.items) - self.in_flight
+        if not self.attached or room <= 0 or unsent <= 0:
             return
-        for item in islice(self.items.values(), self.in_flight, None):
+        if unsent < self.in_flight:
+            items: Iterable[Item] = reversed(list(islice(reversed(self.items.values()), unsent)))
+        else:
+            items = islice(self.items.values(), self.in_flight, None)
+        for item in items:
             if room <= 0:
                 break
             if item.sent_at is None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import supervisors as sv
+from actorchat import protocol as p
 from actorchat.logs import MESSAGES, trace, trace_ids, trace_items
 from actorchat.store import DedupeRow, StoreBatch, StoreUnavailable
 
@@ -24,11 +25,14 @@ from ._messages import (
     Attach,
     Detach,
     Incoming,
+    IncomingBatch,
     Kick,
     OutAccepted,
     OutDeliver,
+    OutFrame,
     OutReceipt,
     ReadMail,
+    Release,
     Tick,
 )
 from ._queue import DeliveryQueue, Effects, Item
@@ -40,6 +44,27 @@ log = logging.getLogger("actorchat.user")
 
 PAGE = 500
 WRITE_BATCH = 1000  # items per store write
+
+
+def merge_effects(into: Effects, fx: Effects) -> None:
+    """Add ``fx`` (what ``DeliveryQueue.incoming`` returns) to ``into``, keeping the order of
+    deliveries, writes and each sender's ids, so one ``_apply`` does the work of many."""
+    assert fx.write_behind is None and not fx.page_in, "incoming() neither deletes nor pages"
+    into.deliver.extend(fx.deliver)
+    into.store.extend(fx.store)
+    for mine, theirs in ((into.accepted, fx.accepted), (into.delivered, fx.delivered),
+                         (into.read, fx.read)):
+        for sender, ids in theirs.items():
+            mine.setdefault(sender, []).extend(ids)
+    for name in ("group_accepted", "group_delivered", "group_read"):
+        theirs = getattr(fx, name)
+        if theirs:
+            mine = getattr(into, name)
+            if mine is None:
+                mine = {}
+                setattr(into, name, mine)
+            for key, ids in theirs.items():
+                mine.setdefault(key, []).extend(ids)
 
 
 class UserActor(sv.Actor):
@@ -99,7 +124,13 @@ class UserActor(sv.Actor):
                 # The store is behind: nothing was queued, the sender hears `unavailable`.
                 # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
                 self.node.metrics["refused_store_backlog"] += 1
+                if message.reply is not None:  # a cast: nobody waits for our answer
+                    self._refuse(message)
+            elif message.reply is not None:
+                self.node.metrics["received"] += 1
             return not fx.refused
+        if kind is IncomingBatch:
+            return self._incoming_batch(message)
         if kind is AckMail:
             self._apply(self.queue.ack(message.mids, self.node.wall()))
         elif kind is ReadMail:
@@ -115,7 +146,47 @@ class UserActor(sv.Actor):
                 self.node.registry.connection_gone(self.name, ref)
         elif kind is Tick:
             await self._tick(now)
+        elif kind is Release:
+            self.stop()
         return None
+
+    def _refuse(self, message: Incoming) -> None:
+        text = p.encode(
+            p.ErrorFrame(
+                code=p.ErrorCode.UNAVAILABLE.value,
+                message=f"{self.name} has too much mail waiting for storage; send it again later",
+                ref=message.id,
+            )
+        )
+        try:
+            message.reply.send_nowait(OutFrame(text))
+        except sv.MailboxFull:
+            message.reply.kill()  # a stalled socket, as in Node.notify
+        except sv.ActorDeadError:
+            pass  # gone: its client retries what was never accepted
+
+    def _incoming_batch(self, batch: IncomingBatch) -> list[bool]:
+        """A link frame's mail for this user, in order: each message decided as one
+        ``Incoming``, their effects applied once (one delivery to the connection, one notice
+        per sender), so the per-message cost is the queue's alone."""
+        queue, wall = self.queue, self.node.wall()
+        tracing = MESSAGES.isEnabledFor(DEBUG)
+        taken: list[bool] = []
+        merged = Effects()
+        for message in batch.items:
+            seen = tracing and (message.sender, message.id) in queue.seen
+            fx = queue.incoming(
+                message.sender, message.id, message.body, wall,
+                group=message.group, media=message.media,
+            )
+            if tracing:
+                self._trace_incoming(message, fx, seen)
+            if fx.refused:
+                self.node.metrics["refused_store_backlog"] += 1
+            taken.append(not fx.refused)
+            merge_effects(merged, fx)
+        self._apply(merged)
+        return taken
 
     async def on_stop(self, reason: sv.ExitReason) -> None:
         # Shutdown (SIGTERM) or idle: whatever is not stored yet goes to the store now, so it
@@ -166,11 +237,17 @@ class UserActor(sv.Actor):
         self._owe(fx.store)
         if fx.page_in:
             self._wake_storage()
+        delivered = fx.delivered
         for sender, ids in fx.accepted.items():
             node.metrics["accepted"] += len(ids)
-            node.notify(sender, OutAccepted(tuple(ids)))
-        for sender, ids in fx.delivered.items():
-            node.notify(sender, OutReceipt("delivered", self.name, tuple(ids)))
+            # An ack accepts and receipts the same ids: one message to the sender for both.
+            receipt = delivered.get(sender)
+            if receipt is not None:
+                receipt = OutReceipt("delivered", self.name, tuple(receipt))
+            node.notify(sender, OutAccepted(tuple(ids), receipt))
+        for sender, ids in delivered.items():
+            if sender not in fx.accepted:
+                node.notify(sender, OutReceipt("delivered", self.name, tuple(ids)))
         for sender, ids in fx.read.items():
             node.notify(sender, OutReceipt("read", self.name, tuple(ids)))
         if fx.group_accepted or fx.group_delivered or fx.group_read:

@@ -4,7 +4,18 @@ CLUSTER_SECRET = "c" * 32
 LEASE = 2.0
 
 
+from typing import Any  # noqa: E402
+
 import trio  # noqa: E402
+
+
+async def linked(*nodes: Any, timeout: float = 10) -> None:
+    """Wait until each of these in-process nodes has a link up to every other one."""
+    with trio.fail_after(timeout):
+        while not all(
+            len(n.cluster.status()["linked"]) == len(nodes) - 1 for n in nodes
+        ):
+            await trio.sleep(0.02)
 
 
 class LinkProxy:

@@ -1,5 +1,6 @@
 """Fixtures of the cluster tests: a fresh PostgreSQL database per test (``cluster_db``) and
-node processes sharing it (``cluster_nodes``), killed at teardown whatever happened.
+node processes sharing it (``cluster_nodes``), killed at teardown whatever happened; and
+nodes in this process sharing a fresh schema (``cluster``).
 
 Subprocess nodes need their own database (a node takes no schema option), so ``cluster_db``
 creates ``<test schema>_<hex>`` as a DATABASE on the ``pg_url`` server and drops it after
@@ -11,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import trio
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from cluster_harness import CLUSTER_SECRET, LEASE
-from node_harness import NodeProcess
+from node_harness import NodeProcess, make_settings, stop_node
+
+from actorchat.node import Node
 
 
 async def _admin(url: str, sql: str) -> None:
@@ -71,3 +75,33 @@ def cluster_nodes(
     yield start
     for proc in procs:
         proc.kill()
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, pg_url: Any
+) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
+    """``await start(name, **settings)``: a cluster node in this process (the test's trio
+    run) on ``pg_url`` in a schema of its own, stopped at teardown, last started first."""
+    schema = f"{pg_url.schema}_{secrets.token_hex(4)}"
+    nodes: list[Node] = []
+    async with trio.open_nursery() as nursery:
+
+        async def start(name: str, **overrides: Any) -> Node:
+            values: dict[str, Any] = {
+                "database_url": pg_url.url,
+                "node_name": name,
+                "cluster_secret": CLUSTER_SECRET.encode(),
+                "cluster_lease": LEASE,
+                **overrides,
+            }
+            node = Node(make_settings(tmp_path, **values), db_schema=schema)
+            await nursery.start(node.run)
+            nodes.append(node)
+            return node
+
+        yield start
+        with trio.fail_after(60):
+            for node in reversed(nodes):
+                await stop_node(node)
+        nursery.cancel_scope.cancel()

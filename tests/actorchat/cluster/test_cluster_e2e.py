@@ -4,65 +4,25 @@ without it is never linked to; forged, replayed or malformed link frames are ref
 
 from __future__ import annotations
 
-import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio_websocket
-from cluster_harness import CLUSTER_SECRET, LEASE, LinkProxy
+from cluster_harness import CLUSTER_SECRET, LEASE, LinkProxy, linked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from client import Client
-from node_harness import make_settings, stop_node
 
 from actorchat.cluster import LINK_PATH
 from actorchat.cluster._link import Dialing, Frame, MailItem
-from actorchat.node import Node
 from actorchat.store import StoreUnavailable
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def cluster(
-    tmp_path: Path, pg_url: Any
-) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
-    schema = f"{pg_url.schema}_{secrets.token_hex(4)}"
-    nodes: list[Node] = []
-    async with trio.open_nursery() as nursery:
-
-        async def start(name: str, **overrides: Any) -> Node:
-            values: dict[str, Any] = {
-                "database_url": pg_url.url,
-                "node_name": name,
-                "cluster_secret": CLUSTER_SECRET.encode(),
-                "cluster_lease": LEASE,
-                **overrides,
-            }
-            node = Node(make_settings(tmp_path, **values), db_schema=schema)
-            await nursery.start(node.run)
-            nodes.append(node)
-            return node
-
-        yield start
-        with trio.fail_after(60):
-            for node in reversed(nodes):
-                await stop_node(node)
-        nursery.cancel_scope.cancel()
-
-
-async def linked(*nodes: Node, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not all(
-            len(n.cluster.status()["linked"]) == len(nodes) - 1 for n in nodes
-        ):
-            await trio.sleep(0.02)
 
 
 async def test_login_on_another_node_takes_over_and_moves_unacked_mail_in_order(cluster):
@@ -88,6 +48,27 @@ async def test_login_on_another_node_takes_over_and_moves_unacked_mail_in_order(
             await alice.until(lambda: set(first + later) <= set(alice.accepted))
     assert "bob" in n1.cluster.owned and "bob" not in n2.cluster.owned
     assert not alice.errors
+
+
+async def test_a_burst_crosses_in_batches_one_mailbox_call_per_frame_in_order(cluster):
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        await bob.login("bob")
+        sent = [await alice.send_message("bob", f"m{i}") for i in range(300)]
+        sent += [await alice.send_message("bob", "again", id=id) for id in sent[:20]]  # repeats
+        await bob.until(lambda: len(bob.delivered_ids()) >= 300, timeout=20)
+        await alice.until(lambda: set(sent) <= set(alice.accepted), timeout=20)
+        await bob.drain(0.3)
+    assert bob.delivered_ids() == sent[:300]  # in order, once each
+    assert not alice.errors and not bob.errors
+    # Items crossed many to a frame, and each frame's mail for bob took one mailbox call.
+    frames, items = n1.cluster.status()["links"]["n2"]
+    assert n2.metrics["cluster_received"] == 320 and items >= 320
+    assert 0 < n2.metrics["cluster_mailbox_calls"] <= frames < 320
 
 
 async def test_cut_link_mail_arrives_through_the_store_in_order(cluster, nursery):

@@ -4,63 +4,23 @@ every copy is safe, an offline member's copies from the store, one host per grou
 
 from __future__ import annotations
 
-import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
-from cluster_harness import CLUSTER_SECRET, LEASE, LinkProxy
+from cluster_harness import LinkProxy, linked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from client import Client, new_id
-from node_harness import make_settings, stop_node
 from test_e2e_groups import _create, group_order
 
 from actorchat.cluster import LINK_PATH
 from actorchat.node import Node
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def cluster(
-    tmp_path: Path, pg_url: Any
-) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
-    schema = f"{pg_url.schema}_{secrets.token_hex(4)}"
-    nodes: list[Node] = []
-    async with trio.open_nursery() as nursery:
-
-        async def start(name: str, **overrides: Any) -> Node:
-            values: dict[str, Any] = {
-                "database_url": pg_url.url,
-                "node_name": name,
-                "cluster_secret": CLUSTER_SECRET.encode(),
-                "cluster_lease": LEASE,
-                **overrides,
-            }
-            node = Node(make_settings(tmp_path, **values), db_schema=schema)
-            await nursery.start(node.run)
-            nodes.append(node)
-            return node
-
-        yield start
-        with trio.fail_after(60):
-            for node in reversed(nodes):
-                await stop_node(node)
-        nursery.cancel_scope.cancel()
-
-
-async def linked(*nodes: Node, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not all(
-            len(n.cluster.status()["linked"]) == len(nodes) - 1 for n in nodes
-        ):
-            await trio.sleep(0.02)
 
 
 def hosts(group: str, *nodes: Node) -> list[str]:

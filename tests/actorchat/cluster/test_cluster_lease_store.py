@@ -5,50 +5,21 @@ lease was refused by the database ("lapsed"), and the node dropped every connect
 
 from __future__ import annotations
 
-import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from cluster_harness import CLUSTER_SECRET, LEASE
+from cluster_harness import LEASE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from client import Client
-from node_harness import make_settings, stop_node
 
-from actorchat.node import Node
 from actorchat.node._storage import LEASE_STORE
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def cluster(
-    tmp_path: Path, pg_url: Any
-) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
-    schema = f"{pg_url.schema}_{secrets.token_hex(4)}"
-    nodes: list[Node] = []
-    async with trio.open_nursery() as nursery:
-
-        async def start(name: str) -> Node:
-            settings = make_settings(
-                tmp_path, database_url=pg_url.url, node_name=name,
-                cluster_secret=CLUSTER_SECRET.encode(), cluster_lease=LEASE,
-            )  # fmt: skip
-            node = Node(settings, db_schema=schema)
-            await nursery.start(node.run)
-            nodes.append(node)
-            return node
-
-        yield start
-        with trio.fail_after(60):
-            for node in reversed(nodes):
-                await stop_node(node)
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_stalled_store_front_does_not_fence_the_node(cluster):

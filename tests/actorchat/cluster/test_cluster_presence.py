@@ -14,8 +14,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from client import Client
+from cluster_harness import linked
 from node_harness import stop_node
-from test_cluster_groups import cluster, linked  # noqa: F401  (the fixture)
 from test_e2e_groups import _create
 
 pytestmark = pytest.mark.postgres
@@ -31,7 +31,7 @@ def statuses(c: Client, user: str) -> list[str]:
     return [f["status"] for f in presences(c, user)]
 
 
-async def test_a_subscriber_sees_a_user_on_another_node_online_then_offline(cluster):  # noqa: F811
+async def test_a_subscriber_sees_a_user_on_another_node_online_then_offline(cluster):
     n1 = await cluster("n1", presence_grace=GRACE)
     n2 = await cluster("n2", presence_grace=GRACE)
     await linked(n1, n2)
@@ -63,7 +63,7 @@ async def test_a_subscriber_sees_a_user_on_another_node_online_then_offline(clus
         assert statuses(ann, "bob") == ["offline", "online", "offline", "online", "offline"]
 
 
-async def test_a_peer_that_leaves_takes_its_users_offline(cluster):  # noqa: F811
+async def test_a_peer_that_leaves_takes_its_users_offline(cluster):
     n1 = await cluster("n1", presence_grace=GRACE)
     n2 = await cluster("n2", presence_grace=GRACE)
     await linked(n1, n2)
@@ -82,7 +82,7 @@ async def test_a_peer_that_leaves_takes_its_users_offline(cluster):  # noqa: F81
         await ann.until(lambda: statuses(ann, "bob")[seen:] == ["offline"], 20)
 
 
-async def test_typing_crosses_nodes_to_a_user_and_to_a_group(cluster):  # noqa: F811
+async def test_typing_crosses_nodes_to_a_user_and_to_a_group(cluster):
     n1 = await cluster("n1", presence_grace=GRACE)
     n2 = await cluster("n2", presence_grace=GRACE)
     await linked(n1, n2)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import trio
 from trio_websocket import open_websocket_url
 
-from actorchat.node._http import HttpRequest, HttpResponse, HttpServer, is_websocket_upgrade, text
+from actorchat.node._http import (
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    head_headers,
+    is_websocket_upgrade,
+    text,
+)
 
 
 async def _http(port: int, raw: bytes) -> bytes:
@@ -23,6 +30,20 @@ def test_is_websocket_upgrade() -> None:
     assert is_websocket_upgrade({"upgrade": "WebSocket", "connection": "keep-alive, Upgrade"})
     assert not is_websocket_upgrade({"connection": "upgrade"})
     assert not is_websocket_upgrade({"upgrade": "websocket", "connection": "close"})
+
+
+def test_head_headers_are_read_as_h11_reads_them() -> None:
+    head = (
+        b"GET /?x=1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\nUpgrade:  WebSocket \r\n"
+        b"CONNECTION: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    headers = head_headers(head)
+    assert headers == {
+        "host": "127.0.0.1:1", "upgrade": "WebSocket", "connection": "keep-alive, Upgrade",
+        "sec-websocket-version": "13",
+    }
+    assert is_websocket_upgrade(headers)
+    assert not is_websocket_upgrade(head_headers(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"))
 
 
 async def test_http_and_websocket_share_one_port() -> None:

@@ -1,11 +1,14 @@
-"""Dedupe rows past the retention are forgotten, in bounded steps (``_janitor.py``)."""
+"""The janitor (``_janitor.py``): dedupe rows past the retention are forgotten, in bounded
+steps; idle users' actors hibernate; silent connections are closed."""
 
 from __future__ import annotations
 
 import trio
+from client import Client
 from node_harness import make_settings, stop_node
 
 from actorchat.node import Node
+from actorchat.node._connection import close_idle
 from actorchat.node._janitor import DEDUPE_RETENTION, PRUNE_STEP, Janitor
 from actorchat.store import DedupeRow, StoreBatch
 
@@ -27,3 +30,77 @@ async def test_janitor_prunes_old_dedupe_rows_and_keeps_recent_ones(tmp_path) ->
         assert sorted(r.client_id for r in recent) == sorted(r.client_id for r in new)
         await stop_node(node)
         nursery.cancel_scope.cancel()
+
+
+def _task_names() -> list[str]:
+    names: list[str] = []
+
+    def walk(task) -> None:
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return names
+
+
+async def _quiet(node: Node, *users: str) -> None:
+    """Until each user's mailbox and connection actors are registered and the mailbox has no
+    side task left (its ticker ends once nothing is pending: ``_user.py``)."""
+    with trio.fail_after(10):
+        while not all(
+            user in node.registry.connections
+            and user in node.registry.mailboxes
+            and node.registry.mailboxes[user]._cell.process.side_scopes is None
+            for user in users
+        ):
+            await trio.sleep(0.02)
+        await trio.sleep(0.05)
+
+
+async def test_idle_users_hibernate_and_their_mail_still_flows(start_node) -> None:
+    """The janitor's round puts idle mailbox and connection actors to sleep (no task each);
+    a message wakes them, is delivered, acknowledged and accepted as ever, and a sleeping
+    connection is still closed when its client leaves."""
+    node = await start_node()
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+        await c.register("bob")
+    async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
+        await alice.login("alice")
+        await bob.login("bob")
+        await _quiet(node, "alice", "bob")
+        janitor = Janitor(node)  # (the node's own janitor may do a round meanwhile)
+        await janitor.hibernate_once()
+        await trio.sleep(0.05)
+        registry = node.registry
+        refs = [r[u] for r in (registry.mailboxes, registry.connections) for u in ("alice", "bob")]
+        assert all(ref.is_hibernating() for ref in refs)
+        assert _task_names().count("user") == 0 and _task_names().count("connection") == 0
+        id = await alice.send_message("bob", "hi")
+        await bob.until(lambda: len(bob.deliveries) == 1)
+        await alice.until(lambda: alice.accepted == [id])  # bob's client acknowledged it
+        assert bob.deliveries[0]["body"] == "hi"
+        await _quiet(node, "alice", "bob")
+        await janitor.hibernate_once()
+        assert all(ref.is_hibernating() for ref in refs)  # all idle again
+    with trio.fail_after(10):  # the clients left: the sleeping connections stop
+        while node.registry.connections or node.connection_actors:
+            await trio.sleep(0.02)
+
+
+async def test_close_idle_kicks_silent_connections_once(start_node) -> None:
+    node = await start_node(idle_timeout=30.0)
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+        while not node.connection_actors:
+            await trio.sleep(0.01)
+        (conn,) = node.connection_actors
+        now = trio.current_time()
+        assert close_idle(node, now) == 0  # heard from just now
+        assert close_idle(node, conn.heard + 30.0) == 1
+        assert close_idle(node, conn.heard + 60.0) == 0  # kicked once
+        with trio.fail_after(10):
+            while node.connection_actors:
+                await trio.sleep(0.02)

@@ -351,3 +351,47 @@ async def test_a_peer_is_one_more_source_and_subscriber(autojump_clock) -> None:
         presence.node_gone("n2")
         assert not presence.book.is_online("ann")
         nursery.cancel_scope.cancel()
+
+
+async def test_logins_and_logouts_cost_the_presence_actor_nothing(autojump_clock) -> None:
+    """A login storm (issue 5): the monitor of a connection is set up and taken down without
+    a message to the presence actor, and its timer sleeps through logouts whose deadline is
+    after the one it waits for; a killed connection still goes offline (its Down)."""
+    got: list[Any] = []
+    wakes = 0
+
+    class Counting(PresenceActor):
+        async def receive(self, message: Any) -> Any:
+            got.append(message)
+            return await super().receive(message)
+
+    node = fake_node(ann=None, bob=None)
+    presence = node.presence
+    async with trio.open_nursery() as nursery:
+        await sv.spawn_started(nursery, Counting(presence))
+        bob = Conn(nursery, "bob")
+        await welcome(node, bob)
+        leave(node, bob)  # bob's deadline: the timer sleeps until it
+        await settle()
+        expire = presence.expire
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            expire()
+
+        presence.expire = counted  # type: ignore[method-assign]
+        for _ in range(20):
+            ann = Conn(nursery, "ann")
+            await welcome(node, ann)
+            leave(node, ann)
+            await trio.sleep(0.01)
+        await settle()
+        assert got == [] and wakes == 0
+        last = Conn(nursery, "ann")
+        await welcome(node, last)
+        last.ref.kill()  # no on_leave: the monitor counts
+        await trio.sleep(GRACE + 0.1)
+        assert [type(m) for m in got] == [sv.Down]
+        assert not presence.book.is_online("ann") and not presence.book.is_online("bob")
+        nursery.cancel_scope.cancel()

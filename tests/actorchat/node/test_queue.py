@@ -252,3 +252,24 @@ def test_per_sender_order_and_no_duplicates(ops) -> None:
         assert got == [c for c in order if c in got], "per-sender order broken"
     for sender, cid in accepted:
         assert (sender, cid) in ids, "an accepted message never reached the client"
+
+
+def test_fill_from_the_back_sends_the_unsent_tail_in_order() -> None:
+    """With most of the window in flight, the unsent items are found from the back of the
+    queue (``_fill``); they must still go out oldest first, and only once."""
+    queue = q(window=10)
+    queue.attach(0.0)
+    first = [queue.incoming("a", f"a{i}", "x", 1.0).deliver[0] for i in range(6)]
+    queue.ack([first[0].mid], 2.0)  # 5 in flight
+    later = queue.attach(3.0).deliver  # a reconnect: all 5 again, from the front
+    assert [i.id for i in later] == ["a1", "a2", "a3", "a4", "a5"]
+    for i in range(6, 12):
+        queue.incoming("b", f"b{i}", "x", 4.0)  # 5 of them fill the window, 1 waits
+    assert queue.in_flight == 10
+    fx = queue.ack([first[1].mid, first[2].mid], 5.0)  # room for 2, 1 unsent in the queue
+    assert [i.id for i in fx.deliver] == ["b11"]
+    queue.incoming("b", "b12", "x", 6.0)
+    queue.incoming("b", "b13", "x", 6.0)  # in flight 10 again, b13 waits
+    fx = queue.ack([first[3].mid], 7.0)
+    assert [i.id for i in fx.deliver] == ["b13"]
+    assert queue.in_flight == 10 and len(queue.items) == 10
