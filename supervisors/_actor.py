@@ -40,7 +40,8 @@ monitors then fire with ``KILLED``, as for a child cancelled with the nursery). 
 
 ``run_beside(ref, fn)`` runs a side task in the *calling* task rather than a task of its own (a
 socket's reader in the server's handler task, which would otherwise only wait): cancelled when
-the incarnation exits, and it crashes the incarnation if it raises, as ``start_task``.
+the incarnation exits, and it crashes the incarnation if it raises, as ``start_task``. With
+``scope=`` it is cancelled through a cancel scope the caller is in already, not one of its own.
 """
 
 from __future__ import annotations
@@ -421,15 +422,34 @@ class Actor:
             reason = ref._cell.final_reason or ref._cell.mailbox.closed_reason or KILLED
             self._proc.cell.mailbox.put_signal(Down(ref, reason, mon))
         else:
-            if target.watchers is None:
-                target.watchers = set()
-            target.watchers.add(mon)
+            watchers = target.watchers
+            if watchers is None:
+                target.watchers = (mon,)
+            elif type(watchers) is tuple:
+                # A few watchers in a tuple (a set is ~200 bytes: a connection of an idle
+                # user has two), a set once there are many (adding to a tuple copies it).
+                if len(watchers) < WATCHERS_TUPLE:
+                    target.watchers = (*watchers, mon)
+                else:
+                    target.watchers = {*watchers, mon}
+            else:
+                watchers.add(mon)
         return mon
 
     def demonitor(self, monitor: Monitor) -> None:
         target = monitor._target
-        if target is not None and target.watchers is not None:
-            target.watchers.discard(monitor)
+        if target is None:
+            return
+        watchers = target.watchers
+        if type(watchers) is tuple:
+            if monitor in watchers:
+                target.watchers = tuple(m for m in watchers if m is not monitor) or None
+        elif watchers is not None:
+            watchers.discard(monitor)
+
+
+# The most watchers an incarnation keeps in a tuple (``Actor.monitor``).
+WATCHERS_TUPLE = 8
 
 
 _BASE_ON_START = Actor.on_start
@@ -492,7 +512,7 @@ class _Process:
         self.current_call: _Call | None = None
         self.deferred: set[_Call] | None = None
         self.links: set[_Process] | None = None
-        self.watchers: set[Monitor] | None = None
+        self.watchers: tuple[Monitor, ...] | set[Monitor] | None = None
         # A list (an actor has few side tasks at once), None when there are none: an idle
         # actor whose side tasks ended keeps no empty container.
         self.side_scopes: list[trio.CancelScope] | None = None
@@ -626,19 +646,25 @@ class _Process:
     def start_side_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         self.nursery.start_soon(self._side, self._side_scope(), fn, args, name=fn)
 
-    def _side_scope(self) -> trio.CancelScope:
+    def _side_scope(self, scope: trio.CancelScope | None = None) -> trio.CancelScope:
         if self.state == EXITED:
             raise ActorDeadError("the actor has exited", self.reason)
-        scope = trio.CancelScope()
+        if scope is None:
+            scope = trio.CancelScope()
         if self.side_scopes is None:
             self.side_scopes = [scope]
         else:
             self.side_scopes.append(scope)
         return scope
 
-    async def _side(self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple) -> None:
+    async def _side(
+        self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple, own: bool = True
+    ) -> None:
         try:
-            with scope:
+            if own:
+                with scope:
+                    await fn(*args)
+            else:  # the caller is in ``scope`` already (``run_beside(scope=...)``)
                 await fn(*args)
         except Exit as e:
             self.exit_with(e.reason)
@@ -874,7 +900,12 @@ def finish_incarnation(proc: Any, reason: ExitReason) -> None:
         cell.close(reason)
 
 
-def run_beside(ref: ActorRef, fn: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[None]:
+def run_beside(
+    ref: ActorRef,
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    scope: trio.CancelScope | None = None,
+) -> Awaitable[None]:
     """Run ``fn(actor, *args)`` in the calling task as a side task of ``ref``'s current
     incarnation (``actor`` is its ``Actor``): as ``Actor.start_task``, but without a task of
     its own. It is cancelled when the incarnation exits (a kill included); if it raises, the
@@ -883,11 +914,16 @@ def run_beside(ref: ActorRef, fn: Callable[..., Awaitable[Any]], *args: Any) -> 
     the calling task goes through to the caller, and the actor is not told.
 
     A plain function returning the awaitable: one coroutine frame less for as long as the
-    side task runs (a socket's life)."""
+    side task runs (a socket's life).
+
+    ``scope``: a cancel scope the caller is in already (a connection's nursery's), cancelled
+    when the incarnation exits instead of a scope of the side task's own (a cancel scope and
+    its status are ~600 bytes of every idle connection). Everything in it ends then, and the
+    caller sees the cancellation (``trio.Cancelled``) where it would otherwise see a return."""
     proc = ref._cell.process
     if proc is None or not isinstance(proc.actor, Actor):
         raise ActorDeadError(f"{ref!r} is not a running trio actor", ref._cell.final_reason)
-    return proc._side(proc._side_scope(), fn, (proc.actor, *args))
+    return proc._side(proc._side_scope(scope), fn, (proc.actor, *args), scope is None)
 
 
 def spawn(

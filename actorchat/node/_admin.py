@@ -84,7 +84,7 @@ class AdminActor(sv.Actor):
         )
         self._up.set()
 
-    async def _websocket(self, request: WebSocketRequest) -> None:
+    async def _websocket(self, request: WebSocketRequest, scope: trio.CancelScope) -> None:
         await request.reject(404)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:

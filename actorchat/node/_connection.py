@@ -147,7 +147,7 @@ class ConnectionActor(sv.Actor):
         self.node = node
         self.user: str | None = None
         self.mailbox_ref: sv.ActorRef | None = None
-        self.session = p.ServerSession(node.settings.session_limits())
+        self.session = p.ServerSession(node.session_limits)
         self._deliver: list[p.Delivery] = []
         self._accepted: list[str] = []
         self._receipts: dict[tuple[str, str, str | None], list[str]] = {}

@@ -133,7 +133,9 @@ async def _read_head(stream: trio.abc.Stream) -> bytes | None:
     return data
 
 
-WsHandler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
+# With the cancel scope of the connection's nursery: cancelling it ends the connection's tasks
+# (the gateway lets its connection actor's exit do that, ``sv.run_beside(scope=...)``).
+WsHandler = Callable[[trio_websocket.WebSocketRequest, trio.CancelScope], Awaitable[None]]
 HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
@@ -195,7 +197,7 @@ class HttpServer:
                     )
                     del replay
                     try:
-                        await self.on_websocket(request)
+                        await self.on_websocket(request, nursery.cancel_scope)
                     finally:
                         # As serve_websocket does: close the socket when its handler is done
                         # (this also ends the library's reader task in the nursery).

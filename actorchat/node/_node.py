@@ -57,6 +57,8 @@ class Node:
 
     def __init__(self, settings: Settings, *, db_schema: str | None = None) -> None:
         self.settings = settings
+        # Frozen: one for every session of the node, not one per connection.
+        self.session_limits = settings.session_limits()
         self.db_schema = db_schema
         self.signer = TokenSigner(settings.secret, settings.token_ttl)
         self.registry = Registry(self)
@@ -334,7 +336,7 @@ class GatewayActor(sv.Actor):
             return text(404, "not found\n")
         return await handler(request)
 
-    async def _handler(self, request: WebSocketRequest) -> None:
+    async def _handler(self, request: WebSocketRequest, scope: trio.CancelScope) -> None:
         route = self.node.ws_routes.get(request.path)
         if route is not None:
             await route(request)
@@ -347,12 +349,15 @@ class GatewayActor(sv.Actor):
             return
         try:
             # This task reads the socket for the connection actor (``_connection.py``): it
-            # returns once the actor exited, or after the reader asked it to close the socket.
-            await sv.run_beside(ref, ConnectionActor.reader)
+            # returns after the reader asked it to close the socket, and is cancelled through
+            # the connection's nursery (``scope``, no cancel scope of its own: memory per idle
+            # user) once the actor exited, which then closes the socket.
+            await sv.run_beside(ref, ConnectionActor.reader, scope=scope)
         except sv.ActorDeadError:
             return  # gone already (its on_stop closed the socket)
         except trio.Cancelled:
-            # The gateway stops: the socket goes with this task, so the actor goes too.
+            # The actor exited, or the gateway stops: the socket goes with this task, so the
+            # actor goes too (a no-op if it is gone: connection actors are never restarted).
             ref.stop(sv.NORMAL)
             raise
         await ref.wait()

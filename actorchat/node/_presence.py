@@ -79,8 +79,9 @@ class PresenceBook:
         self.grace = grace
         self.max_subscriptions = max_subscriptions
         self.recent_limit = recent_limit
-        # this node's connections
-        self._conns: dict[str, set[Hashable]] = {}
+        # this node's connections: how many each user has here (``_user_of`` names them; a
+        # count, not a set per user: a set is ~200 bytes of every idle user's memory)
+        self._conns: dict[str, int] = {}
         self._user_of: dict[Hashable, str] = {}
         # users whose last connection here closed, within the grace: user -> (deadline, at)
         self._pending: dict[str, tuple[float, float]] = {}
@@ -166,7 +167,7 @@ class PresenceBook:
             raise ValueError(f"{conn!r} belongs to {previous}; disconnect it first")
         was_here, was_online = self.online_here(user), self.is_online(user)
         self._user_of[conn] = user
-        self._conns.setdefault(user, set()).add(conn)
+        self._conns[user] = self._conns.get(user, 0) + 1
         self._pending.pop(user, None)  # a reconnect within the grace: no flap
         if not was_here:
             out.local.append(LocalChange(user, ONLINE, wall))
@@ -180,9 +181,9 @@ class PresenceBook:
         user = self._user_of.pop(conn, None)
         if user is None:
             return None
-        conns = self._conns[user]
-        conns.discard(conn)
+        conns = self._conns[user] - 1
         if conns:
+            self._conns[user] = conns
             return None  # another device (or the connection taking over) is still here
         del self._conns[user]
         deadline = now + self.grace

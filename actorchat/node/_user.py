@@ -193,7 +193,7 @@ class UserActor(sv.Actor):
         # is accepted and survives the restart.
         # (Written here, inline: not through _owe, which would wake the storage task too.)
         for item in self.queue.unstored():
-            self.queue.to_store.setdefault(item.key, item)
+            self.queue.owe(item)
         with trio.move_on_after(self.node.settings.ack_timeout):
             while self.queue.to_store:
                 if not await self._write_once():
@@ -344,7 +344,7 @@ class UserActor(sv.Actor):
     def _owe(self, items: list[Item]) -> None:
         """These items must reach the store: queue them (once each) and wake the writer."""
         for item in items:
-            self.queue.to_store.setdefault(item.key, item)
+            self.queue.owe(item)
         if self.queue.to_store:
             self._wake_storage()
 

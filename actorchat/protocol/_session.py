@@ -88,8 +88,10 @@ class ServerSession:
         self._bad_in_a_row = 0
         self._unauthenticated_frames = 0
         self._closing: ErrorEvent | None = None
-        self._sends = TokenBucket(limits.messages_per_second, limits.message_burst)
-        self._typing = TokenBucket(limits.typing_per_second, limits.typing_burst)
+        # Made on the first send or typing frame: a bucket starts full and untouched, so one
+        # made then is the same bucket, and an idle user (most of them) holds none.
+        self._sends: TokenBucket | None = None
+        self._typing: TokenBucket | None = None
 
     @property
     def user(self) -> str | None:
@@ -119,10 +121,20 @@ class ServerSession:
         self._bad_in_a_row = 0
         if self._user is None and not isinstance(frame, PRE_AUTH_FRAMES):
             return ErrorEvent(ErrorCode.NOT_AUTHENTICATED, "log in first", frame.id)
-        if type(frame) is Send and not self._sends.take(now):
-            return ErrorEvent(ErrorCode.RATE_LIMITED, "too many messages; retry later", frame.id)
-        if type(frame) is Typing and not self._typing.take(now):
-            return ErrorEvent(ErrorCode.RATE_LIMITED, "too many typing frames", frame.id)
+        if type(frame) is Send:
+            sends = self._sends
+            if sends is None:
+                sends = self._sends = TokenBucket(limits.messages_per_second, limits.message_burst)
+            if not sends.take(now):
+                return ErrorEvent(
+                    ErrorCode.RATE_LIMITED, "too many messages; retry later", frame.id
+                )
+        elif type(frame) is Typing:
+            typing = self._typing
+            if typing is None:
+                typing = self._typing = TokenBucket(limits.typing_per_second, limits.typing_burst)
+            if not typing.take(now):
+                return ErrorEvent(ErrorCode.RATE_LIMITED, "too many typing frames", frame.id)
         return frame
 
     def _close(self, code: ErrorCode, message: str, ref: str | None = None) -> ErrorEvent:

@@ -393,6 +393,21 @@ def test_typing_has_its_own_bucket() -> None:
     assert isinstance(session.receive(TYPING, 1.0), p.Typing)
 
 
+def test_buckets_are_made_on_first_use_and_limit_as_if_made_at_the_start() -> None:
+    # Memory per idle user: no buckets until a send or typing frame; a full bucket made late
+    # is the same as one made with the session.
+    session = logged_in(SessionLimits(messages_per_second=1.0, message_burst=2))
+    assert session._sends is None and session._typing is None
+    assert session.receive('{"type": "ack", "mids": ["m"]}', 0.0) == p.Ack(mids=["m"])
+    assert session._sends is None and session._typing is None
+    assert [isinstance(session.receive(SEND, 50.0), p.Send) for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert session._typing is None
+
+
 def test_token_bucket_ignores_a_clock_going_back() -> None:
     bucket = p.TokenBucket(rate=1.0, burst=1)
     assert bucket.take(5.0)

@@ -661,6 +661,27 @@ async def test_monitor_is_one_way_and_demonitor_cancels_it():
         c.stop()
 
 
+async def test_each_monitor_not_demonitored_gets_one_down_few_or_many():
+    # A few watchers are kept in a tuple, many in a set (memory per idle connection).
+    for n in (3, 12):
+        async with trio.open_nursery() as nursery:
+            watcher = Linker()
+            w = sv.spawn(nursery, watcher)
+            b = sv.spawn(nursery, Probe())
+            mons = [await w.call(("monitor", b)) for _ in range(n)]
+            await w.call(("demonitor", mons[1]))
+            await w.call(("demonitor", mons[1]))  # twice: nothing more
+            if n > 3:
+                await w.call(("demonitor", mons[-1]))
+            b.kill()
+            await b.wait()
+            await w.call(("echo", None))
+            downs = [m.monitor for m in watcher.received if isinstance(m, sv.Down)]
+            expected = [m for m in mons if m is not mons[1] and (n == 3 or m is not mons[-1])]
+            assert sorted(map(id, downs)) == sorted(map(id, expected))
+            w.stop()
+
+
 async def test_monitor_of_a_dead_actor_delivers_down_at_once():
     async with trio.open_nursery() as nursery:
         b = sv.spawn(nursery, Probe())

@@ -262,6 +262,41 @@ async def test_run_beside_runs_in_the_callers_task_and_ends_with_the_actor(autoj
             await sv.run_beside(ref, reader, "again")
 
 
+async def test_run_beside_with_the_callers_scope_cancels_it_when_the_actor_exits(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(
+        sv.ChildSpec("w", Sleeper, (log,), restart=sv.TEMPORARY),
+        sv.ChildSpec("v", Sleeper, (log,), restart=sv.TEMPORARY),
+    )
+    after: list[str] = []
+
+    async def reader(actor: Sleeper, forever: bool) -> None:
+        if forever:
+            await trio.sleep_forever()
+
+    async def host(ref: sv.ActorRef, forever: bool, done: list[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            await sv.run_beside(ref, reader, forever, scope=scope)
+            after.append(ref.name)
+            await trio.sleep(5)  # the side task is over: the actor's exit leaves us alone
+            after.append(ref.name)
+        done.append(scope)
+
+    async with sv.open_supervisor(spec) as sup:
+        w, v = sup.whereis("w"), sup.whereis("v")
+        done: list[trio.CancelScope] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(host, w, True, done)
+                nursery.start_soon(host, v, False, done)
+                await asleep(sup)
+                w.kill()  # cancels the host's own scope: nothing after run_beside runs
+                await trio.sleep(1)
+                v.kill()
+        assert [s.cancelled_caught for s in done] == [True, False]
+        assert after == ["v", "v"]
+
+
 async def test_run_beside_crashes_the_actor_when_it_raises(autojump_clock):
     log: list[Any] = []
     spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))

@@ -186,3 +186,20 @@ async def test_connection_crash_of_sender_then_retry_loses_nothing(start_node):
     assert bob.delivered_ids() == ids
     assert len(bob.deliveries) == n  # the node dropped every retry it had seen: at most once
     assert restarted(node) == []
+
+
+async def test_a_killed_connection_closes_its_socket_and_the_user_can_log_in_again(start_node):
+    # The reader runs in the gateway's handler task, cancelled through the connection's nursery
+    # when its actor exits (``sv.run_beside(scope=...)``): a kill (no on_stop) ends the socket.
+    node = await start_node()
+    await _users(node.port, "bob")
+    async with Client.connect(node.port) as bob:
+        await bob.login("bob")
+        await _wait(lambda: "bob" in node.registry.connections)
+        node.registry.connections["bob"].kill()
+        with pytest.raises(ConnectionLost):
+            await bob.until(lambda: False, 10)
+    await _wait(lambda: "bob" not in node.registry.connections)
+    async with Client.connect(node.port) as bob:
+        await bob.login("bob")
+        await _wait(lambda: "bob" in node.registry.connections)

@@ -58,7 +58,7 @@ async def test_http_and_websocket_share_one_port() -> None:
             return text(201, f"{size}\n")
         return text(200, "ok\n") if request.path == "/healthz" else text(404, "no\n")
 
-    async def on_ws(request) -> None:
+    async def on_ws(request, scope) -> None:
         ws = await request.accept()
         await ws.send_message("echo:" + await ws.get_message())
 

@@ -81,6 +81,21 @@ def test_connected_and_disconnected_are_idempotent() -> None:
         b.connected("cat", "c2", wall=5.0)
 
 
+def test_three_devices_stay_online_until_the_last_one_closes() -> None:
+    # The book counts a user's connections (no set per user): idempotent both ways still.
+    b = book()
+    for c in ("c1", "c2", "c3"):
+        b.connected("ann", c, wall=1.0)
+    b.connected("ann", "c2", wall=2.0)
+    assert b.disconnected("c2", now=0.0, wall=3.0) is None
+    assert b.disconnected("c2", now=0.0, wall=3.0) is None
+    assert b.disconnected("c3", now=0.0, wall=3.0) is None
+    assert b.online_here("ann") and b.users_here() == [("ann", 1.0)]
+    assert b.disconnected("c1", now=0.0, wall=4.0) == GRACE
+    assert b.expire(GRACE).local == [LocalChange("ann", OFFLINE, 4.0)]
+    assert not b.online_here("ann")
+
+
 def test_subscribers_are_told_only_while_subscribed() -> None:
     b = book()
     b.subscribe("w1", ["ann", "bob"])

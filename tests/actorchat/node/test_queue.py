@@ -273,3 +273,26 @@ def test_fill_from_the_back_sends_the_unsent_tail_in_order() -> None:
     fx = queue.ack([first[3].mid], 7.0)
     assert [i.id for i in fx.deliver] == ["b13"]
     assert queue.in_flight == 10 and len(queue.items) == 10
+
+
+def test_an_idle_queue_holds_no_mappings_of_its_own() -> None:
+    # Memory per idle user: the five mappings start as one shared empty one, made on first
+    # write; writing to the shared one is refused, so no queue can leak into another.
+    from actorchat.node._queue import EMPTY
+
+    queue, other = q(), q()
+    names = ("items", "spilling", "seen", "recent", "to_store")
+    assert all(getattr(queue, n) is EMPTY for n in names)
+    queue.attach(now=1.0)
+    fx = queue.incoming("alice", "m1", "hi", 2.0)
+    queue.ack([fx.deliver[0].mid], 3.0)
+    queue.owe(fx.deliver[0])
+    assert all(getattr(queue, n) is not EMPTY for n in ("items", "seen", "recent", "to_store"))
+    assert all(getattr(other, n) is EMPTY and not getattr(other, n) for n in names)
+    try:
+        EMPTY[1] = None
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("EMPTY took a write")
+    assert not EMPTY
