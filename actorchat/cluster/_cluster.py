@@ -40,6 +40,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket_url
 
 import supervisors as sv
+from actorchat.node._connection import tell
 from actorchat.node._messages import (
     Incoming,
     IncomingBatch,
@@ -339,6 +340,24 @@ class Cluster:
             peer.put_nowait(Control("released", control.req, user, ok=ok))
 
     # -- sending -------------------------------------------------------------------------------
+    async def _holder(self, user: str) -> str | None:
+        """The member holding ``user``'s mailbox (cached, else from the store, then cached);
+        None: it is here, or free for us to start here."""
+        holder = self.owners.get(user)
+        if holder is None or holder not in self.members:
+            owner = await self.node.store.read("cluster_owner", user)
+            where, holder = route(
+                None if owner is None else owner[:2],
+                self.me,
+                self.members,
+                [name for name, peer in self.peers.items() if peer.up],
+            )
+            if where is Route.LOCAL:
+                return None
+            assert holder is not None
+            self.owners[user] = holder
+        return holder
+
     async def route_send(self, conn: Any, to: str, message: Incoming, client_id: str) -> bool:
         """Called by a connection for every ``send`` to a user. False: the mailbox is (or
         may be started) here, go on as on one node. True: handled here (crossed a link, or
@@ -352,19 +371,9 @@ class Cluster:
                 message.sender, client_id, to, message.body, message.group, message.media))
         if to in self.owned:
             return False
-        holder = self.owners.get(to)
-        if holder is None or holder not in self.members:
-            owner = await self.node.store.read("cluster_owner", to)
-            where, holder = route(
-                None if owner is None else owner[:2],
-                self.me,
-                self.members,
-                [name for name, peer in self.peers.items() if peer.up],
-            )
-            if where is Route.LOCAL:
-                return False
-            assert holder is not None
-            self.owners[to] = holder
+        holder = await self._holder(to)
+        if holder is None:
+            return False
         peer = self.peers.get(holder)
         item = MailItem(message.sender, client_id, to, message.body, message.group, message.media)
         if peer is None or not peer.up:
@@ -472,19 +481,9 @@ class Cluster:
             return "sent" if relay.put(item) else "retry"  # behind its relayed copies
         if member in self.owned or self.fenced:
             return "local"
-        holder = self.owners.get(member)
-        if holder is None or holder not in self.members:
-            owner = await self.node.store.read("cluster_owner", member)
-            where, holder = route(
-                None if owner is None else owner[:2],
-                self.me,
-                self.members,
-                [name for name, peer in self.peers.items() if peer.up],
-            )
-            if where is Route.LOCAL:
-                return "local"
-            assert holder is not None
-            self.owners[member] = holder
+        holder = await self._holder(member)
+        if holder is None:
+            return "local"
         peer = self.peers.get(holder)
         if peer is None or not peer.up:
             return "sent" if relay.put(item) else "retry"
@@ -613,12 +612,7 @@ class Cluster:
             message = OutFrame(note.text)
         else:
             return
-        try:
-            conn.send_nowait(message)
-        except sv.MailboxFull:
-            conn.kill()
-        except sv.ActorDeadError:
-            pass
+        tell(conn, message)
 
     def _take_refusal(self, origin: str, refusal: Refusal) -> None:
         peer = self.peers.get(origin)

@@ -103,6 +103,17 @@ def write_chunks(frames: list[str], limit: int) -> list[list[str]]:
     return chunks
 
 
+def tell(conn: sv.ActorRef, message: Any) -> None:
+    """Give a connection actor something to write, from another actor: a full mailbox is a
+    stalled socket, closed rather than buffered without bound; a dead one is ignored."""
+    try:
+        conn.send_nowait(message)
+    except sv.MailboxFull:
+        conn.kill()
+    except sv.ActorDeadError:
+        pass
+
+
 def is_idle(heard: float, now: float, idle_timeout: float) -> bool:
     return now - heard >= idle_timeout
 
@@ -119,12 +130,7 @@ def close_idle(node: Node, now: float) -> int:
         elif not conn.idle_kicked and is_idle(conn.heard, now, idle):
             conn.idle_kicked = True
             kicked += 1
-            try:
-                conn.ref.send_nowait(Kick(4002, "idle timeout"))
-            except sv.MailboxFull:
-                conn.ref.kill()  # a stalled socket, as in Node.notify
-            except sv.ActorDeadError:
-                pass
+            tell(conn.ref, Kick(4002, "idle timeout"))
     node.connection_actors.difference_update(gone)
     return kicked
 

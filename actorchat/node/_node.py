@@ -36,7 +36,7 @@ from actorchat.config import Settings
 from actorchat.store import StoreUnavailable
 
 from ._admin import admin_children
-from ._connection import ConnectionActor
+from ._connection import ConnectionActor, tell
 from ._groups import groups_spec, install_groups
 from ._http import HttpHandler, HttpRequest, HttpResponse, HttpServer, text
 from ._janitor import Janitor
@@ -234,12 +234,7 @@ class Node:
                 if type(message) is OutAccepted and message.receipt is not None:
                     self.cluster.notify_remote(user, message.receipt)  # a link carries it apart
             return
-        try:
-            conn.send_nowait(message)
-        except sv.MailboxFull:
-            conn.kill()  # a stalled socket is closed rather than buffered without bound
-        except sv.ActorDeadError:
-            pass
+        tell(conn, message)
 
     def notify_now(self, user: str, text: str) -> None:
         self.notify(user, OutFrame(text))

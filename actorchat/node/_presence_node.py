@@ -42,7 +42,7 @@ import supervisors as sv
 from actorchat import protocol as p
 from actorchat.store import StoreBatch, StoreUnavailable
 
-from ._connection import error_text
+from ._connection import error_text, tell
 from ._messages import OutFrame
 from ._presence import (
     OFFLINE,
@@ -246,12 +246,7 @@ class Presence:
 
     @staticmethod
     def _tell_local(conn: sv.ActorRef, text: str) -> None:
-        try:
-            conn.send_nowait(OutFrame(text))
-        except sv.MailboxFull:
-            conn.kill()  # a stalled socket is closed rather than buffered (as Node.notify)
-        except sv.ActorDeadError:
-            pass  # its Down (or on_leave) drops its subscriptions
+        tell(conn, OutFrame(text))  # a dead one: its Down (or on_leave) drops its subscriptions
 
     def _persist(self, rows: list[tuple[str, float]]) -> None:
         try:

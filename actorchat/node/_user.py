@@ -20,6 +20,7 @@ from actorchat import protocol as p
 from actorchat.logs import MESSAGES, trace, trace_ids, trace_items
 from actorchat.store import DedupeRow, StoreBatch, StoreUnavailable
 
+from ._connection import error_text, tell
 from ._messages import (
     AckMail,
     Attach,
@@ -107,27 +108,13 @@ class UserActor(sv.Actor):
         now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
-            tracing = MESSAGES.isEnabledFor(DEBUG)  # the lines of a message's life (logs.py)
-            seen = tracing and (message.sender, message.id) in self.queue.seen
-            fx = self.queue.incoming(
-                message.sender,
-                message.id,
-                message.body,
-                self.node.wall(),
-                group=message.group,
-                media=message.media,
-            )
-            if tracing:
-                self._trace_incoming(message, fx, seen)
+            fx = self._take(message, self.node.wall(), MESSAGES.isEnabledFor(DEBUG))
             self._apply(fx)
-            if fx.refused:
-                # The store is behind: nothing was queued, the sender hears `unavailable`.
-                # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
-                self.node.metrics["refused_store_backlog"] += 1
-                if message.reply is not None:  # a cast: nobody waits for our answer
+            if message.reply is not None:  # a cast: nobody waits for our answer
+                if fx.refused:
                     self._refuse(message)
-            elif message.reply is not None:
-                self.node.metrics["received"] += 1
+                else:
+                    self.node.metrics["received"] += 1
             return not fx.refused
         if kind is IncomingBatch:
             return self._incoming_batch(message)
@@ -151,42 +138,42 @@ class UserActor(sv.Actor):
         return None
 
     def _refuse(self, message: Incoming) -> None:
-        text = p.encode(
-            p.ErrorFrame(
-                code=p.ErrorCode.UNAVAILABLE.value,
-                message=f"{self.name} has too much mail waiting for storage; send it again later",
-                ref=message.id,
-            )
+        text = error_text(
+            p.ErrorCode.UNAVAILABLE,
+            f"{self.name} has too much mail waiting for storage; send it again later",
+            message.id,
         )
-        try:
-            message.reply.send_nowait(OutFrame(text))
-        except sv.MailboxFull:
-            message.reply.kill()  # a stalled socket, as in Node.notify
-        except sv.ActorDeadError:
-            pass  # gone: its client retries what was never accepted
+        tell(message.reply, OutFrame(text))  # gone: its client retries what was not accepted
 
     def _incoming_batch(self, batch: IncomingBatch) -> list[bool]:
         """A link frame's mail for this user, in order: each message decided as one
         ``Incoming``, their effects applied once (one delivery to the connection, one notice
         per sender), so the per-message cost is the queue's alone."""
-        queue, wall = self.queue, self.node.wall()
-        tracing = MESSAGES.isEnabledFor(DEBUG)
+        wall, tracing = self.node.wall(), MESSAGES.isEnabledFor(DEBUG)
         taken: list[bool] = []
         merged = Effects()
         for message in batch.items:
-            seen = tracing and (message.sender, message.id) in queue.seen
-            fx = queue.incoming(
-                message.sender, message.id, message.body, wall,
-                group=message.group, media=message.media,
-            )
-            if tracing:
-                self._trace_incoming(message, fx, seen)
-            if fx.refused:
-                self.node.metrics["refused_store_backlog"] += 1
+            fx = self._take(message, wall, tracing)
             taken.append(not fx.refused)
             merge_effects(merged, fx)
         self._apply(merged)
         return taken
+
+    def _take(self, message: Incoming, wall: float, tracing: bool) -> Effects:
+        """The queue's decision on one message (``tracing``: the lines of a message's life,
+        logs.py); the caller applies the effects."""
+        seen = tracing and (message.sender, message.id) in self.queue.seen
+        fx = self.queue.incoming(
+            message.sender, message.id, message.body, wall,
+            group=message.group, media=message.media,
+        )
+        if tracing:
+            self._trace_incoming(message, fx, seen)
+        if fx.refused:
+            # The store is behind: nothing was queued, the sender hears `unavailable`.
+            # Guarded by test_e2e_delivery.py::test_slow_store_sheds_new_mail_not_memory.
+            self.node.metrics["refused_store_backlog"] += 1
+        return fx
 
     async def on_stop(self, reason: sv.ExitReason) -> None:
         # Shutdown (SIGTERM) or idle: whatever is not stored yet goes to the store now, so it
