@@ -61,9 +61,10 @@ HOLD_LIMIT = 32
 HOLD, YIELD, WRITE = "hold", "yield", "write"
 
 
-def writer_action(depth: int, pending: int, held: int) -> str:
+def writer_action(depth: int, pending: int, held: int, quiet: int = 0) -> str:
     """What the writer does after taking one message into its pending items, ``depth`` more
-    messages queued, ``pending`` items, ``held`` messages handled since its last write.
+    messages queued, ``pending`` items, ``held`` messages handled since its last write,
+    ``quiet`` yields still to skip (``after_yield``).
 
     More queued: HOLD (the next messages share this frame) up to the limits. Nothing queued
     and nothing held yet: YIELD once (the user actors and readers runnable in this scheduler
@@ -73,12 +74,27 @@ def writer_action(depth: int, pending: int, held: int) -> str:
     it once held while anything was queued, and with mail trickling in from many actors (the
     mailbox takes one message per pass) the yield nearly always found a new one: nothing was
     written for a second at half load, then a burst. (A time bound was tried too: under
-    overload a pass outlasts it and every message wrote its own frame.)"""
+    overload a pass outlasts it and every message wrote its own frame.)
+
+    A yield that found nothing (a connection getting a message now and then) is a pass of
+    the scheduler for nothing: the next QUIET_SKIPS flushes of that connection WRITE at once
+    instead (``quiet``), and one that finds messages queued behind its first yields again."""
     if pending >= COALESCE_LIMIT or held >= HOLD_LIMIT:
         return WRITE
     if depth:
         return HOLD
-    return YIELD if held == 0 else WRITE
+    return YIELD if held == 0 and not quiet else WRITE
+
+
+# After a yield that found nothing new, this many flushes skip their yield (``writer_action``).
+QUIET_SKIPS = 8
+
+
+def after_yield(depth: int) -> int:
+    """How many flushes skip their yield after one that found ``depth`` messages queued."""
+    return 0 if depth else QUIET_SKIPS
+
+
 # A `send` is cast to the recipient's mailbox while it holds fewer messages than this, and
 # called (waiting for its turn) beyond: the bound on what one sender can queue there.
 CAST_DEPTH = 64
@@ -147,6 +163,8 @@ class ConnectionActor(sv.Actor):
     # Messages handled since the last write (``writer_action``). A class default: a
     # connection that never held anything back stores none.
     _held = 0
+    # Yields the writer still skips (``writer_action``, ``after_yield``); a class default too.
+    _quiet = 0
 
     def __init__(self, ws: WebSocketConnection, node: Node) -> None:
         self.ws = ws
@@ -227,10 +245,16 @@ class ConnectionActor(sv.Actor):
             await self._close(message.code, message.reason)
             return None
         pending = len(self._deliver) + len(self._accepted)
-        action = writer_action(self.ref.mailbox_depth(), pending, self._held)
+        depth = self.ref.mailbox_depth()
+        action = writer_action(depth, pending, self._held, self._quiet)
         if action is YIELD:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            action = writer_action(self.ref.mailbox_depth(), pending, 1)
+            depth = self.ref.mailbox_depth()
+            self._quiet = after_yield(depth)
+            action = writer_action(depth, pending, 1)
+        elif self._quiet:
+            # Skipping yields: messages queued behind us mean load again (yield next time).
+            self._quiet = 0 if depth else self._quiet - 1
         if action is HOLD:
             self._held += 1
             return None

@@ -48,6 +48,7 @@ from ._registry import Registry
 from ._storage import StoreActor, StoreClient, StoreFront, check_database, lease_store_spec
 from ._user import UserActor
 from ._web import install_web
+from ._wsout import eager_receive
 
 log = logging.getLogger("actorchat.node")
 
@@ -337,6 +338,7 @@ class GatewayActor(sv.Actor):
             await route(request)
             return
         ws = await request.accept()
+        eager_receive(ws)
         try:
             ref = await (await self.node.connections()).start_child((ws, self.node))
         except (sv.SupervisorError, sv.ActorDeadError):

@@ -1,4 +1,5 @@
-"""Several text messages to one WebSocket in one write.
+"""Several text messages to one WebSocket in one write; received messages handed over
+without a pass of the scheduler (``eager_receive``).
 
 trio-websocket writes each message on its own: per message a ``send_all`` (a socket send and
 its checkpoint) under a lock whose ``acquire`` is one more checkpoint, and on loopback the send
@@ -6,11 +7,19 @@ syscall is the dearest part of a frame. The connection writer coalesces items in
 frames as the protocol allows, but a flush often still holds several (a ``deliver``, an
 ``accepted`` and a ``receipt`` frame): ``send_texts`` frames them all (each still its own
 WebSocket message) and writes the bytes with one ``send_all``, taking the lock without a
-checkpoint when it is free (the send is one), with the errors of ``send_message``.
+checkpoint when it is free, with the errors of ``send_message``.
+
+On a plain TCP stream the bytes first go to the socket at once (``_send_now``): trio's
+``send_all`` sandwiches every send between checkpoints, a pass of the scheduler per write, and
+the writer has already yielded once for this flush (``writer_action``). Only what the kernel
+does not take at once (a full socket buffer: a slow reader) goes through ``send_all``, which
+waits for room under the writer's stall timeout.
 
 This reaches into trio-websocket's connection (``_wsproto``, ``_stream``, ``_stream_lock``,
 ``_close_reason``, ``_abort_web_socket``: the body of its ``_send``); a connection without them
-(another version) gets one ``send_message`` per text. Guarded by ``test_wsout.py``.
+(another version) gets one ``send_message`` per text; a stream other than trio's
+``SocketStream`` (TLS), or a socket without trio's ``_sock``, skips the direct send. Guarded
+by ``test_wsout.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +28,62 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 from wsproto.events import TextMessage
 
+from actorchat.node._http import PrefixedStream
+
 _INTERNALS = ("_wsproto", "_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
+
+
+class _EagerSend:
+    """trio-websocket's reader task hands each message it parsed to ``get_message`` through a
+    memory channel, and a channel's ``send`` is a checkpoint even when there is room: a pass
+    of the scheduler per received message. This hands it over at once when there is room and
+    waits (``send``) only when the channel is full; everything else goes to the channel. The
+    reader still yields at every network read it does not wait for."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: trio.MemorySendChannel[object]) -> None:
+        self._channel = channel
+
+    async def send(self, value: object) -> None:
+        try:
+            self._channel.send_nowait(value)
+        except trio.WouldBlock:
+            await self._channel.send(value)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._channel, name)
+
+
+def eager_receive(ws: WebSocketConnection) -> None:
+    """Make ``ws``'s reader task hand messages over without a checkpoint (``_EagerSend``);
+    a no-op on a connection without the library's ``_send_channel`` (another version)."""
+    channel = getattr(ws, "_send_channel", None)
+    if type(channel) is trio.MemorySendChannel:
+        ws._send_channel = _EagerSend(channel)  # type: ignore[assignment]
 
 
 def batchable(ws: WebSocketConnection) -> bool:
     return all(hasattr(ws, name) for name in _INTERNALS)
+
+
+def _send_now(stream: object, data: bytes) -> int:
+    """Write what the kernel takes of ``data`` to ``stream``'s socket without blocking and
+    without a checkpoint; how many bytes it took (0: none, or not a plain socket stream).
+    A broken or closed socket raises ``trio.BrokenResourceError``."""
+    if type(stream) is PrefixedStream:  # the gateway's stream (``_http.py``)
+        stream = stream._stream
+    if type(stream) is not trio.SocketStream:
+        return 0
+    sock = getattr(stream.socket, "_sock", None)
+    if sock is None:
+        return 0
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError as e:
+        raise trio.BrokenResourceError(f"socket send failed: {e}") from e
 
 
 async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
@@ -45,7 +105,9 @@ async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
     except trio.WouldBlock:  # the library's reader task is writing (a pong, a close)
         await lock.acquire()
     try:
-        await ws._stream.send_all(data)
+        sent = _send_now(ws._stream, data)
+        if sent < len(data):
+            await ws._stream.send_all(memoryview(data)[sent:] if sent else data)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await ws._abort_web_socket()
         assert ws._close_reason is not None

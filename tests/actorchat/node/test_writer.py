@@ -18,8 +18,10 @@ from actorchat.node._connection import (
     COALESCE_LIMIT,
     HOLD,
     HOLD_LIMIT,
+    QUIET_SKIPS,
     WRITE,
     YIELD,
+    after_yield,
     write_chunks,
     writer_action,
 )
@@ -108,3 +110,28 @@ def test_tune_gc_freezes_the_loaded_heap_and_collects_less_often():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_yield_that_found_nothing_makes_the_next_flushes_write_at_once():
+    """A connection getting a message now and then: its first flush yields, finds nothing,
+    and the next QUIET_SKIPS flushes write without a pass of the scheduler; then it tries
+    a yield again."""
+    quiet = 0
+    yields = 0
+    for _ in range(3 * (QUIET_SKIPS + 1)):
+        action = writer_action(depth=0, pending=1, held=0, quiet=quiet)
+        if action is YIELD:
+            yields += 1
+            quiet = after_yield(depth=0)
+            action = writer_action(depth=0, pending=1, held=1)
+        else:
+            quiet -= 1
+        assert action is WRITE
+    assert yields == 3
+
+
+def test_a_yield_that_found_messages_keeps_yielding_and_load_ends_the_skipping():
+    assert after_yield(depth=2) == 0  # under load: yield at every flush
+    # skipping, but messages are queued: hold them (and the connection yields again later)
+    assert writer_action(depth=3, pending=1, held=0, quiet=QUIET_SKIPS) is HOLD
+    assert writer_action(depth=0, pending=1, held=0, quiet=0) is YIELD

@@ -8,7 +8,8 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, wrap_client_stream, wrap_server_stream
 
-from actorchat.node._wsout import batchable, send_texts
+from actorchat.node._http import PrefixedStream
+from actorchat.node._wsout import _EagerSend, batchable, eager_receive, send_texts
 
 
 class CountingStream(trio.abc.Stream):
@@ -81,3 +82,121 @@ async def test_without_the_library_internals_each_text_is_one_send_message():
     assert not batchable(Other())  # type: ignore[arg-type]
     await send_texts(Other(), ["a", "b"])  # type: ignore[arg-type]
     assert sent == ["a", "b"]
+
+
+async def _tcp_pair(nursery: trio.Nursery, prefixed: bool = False):  # type: ignore[no-untyped-def]
+    """A server and a client WebSocket over a real loopback TCP connection (``prefixed``: the
+    server's stream is the gateway's ``PrefixedStream`` over the socket, as in the node)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = None
+
+    async def connect() -> None:
+        nonlocal client
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        client = await wrap_client_stream(nursery, stream, "localhost", "/")
+
+    nursery.start_soon(connect)
+    server_stream = await listeners[0].accept()
+    await listeners[0].aclose()
+    wrapped = PrefixedStream(server_stream, b"") if prefixed else server_stream
+    request = await wrap_server_stream(nursery, wrapped)
+    server = await request.accept()
+    while client is None:
+        await trio.sleep(0)
+    return server, client, server_stream
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+async def test_on_tcp_a_write_the_kernel_takes_goes_out_without_send_all(
+    nursery, monkeypatch, prefixed
+):
+    server, client, stream = await _tcp_pair(nursery, prefixed)
+    calls = []
+    send_all = stream.send_all
+
+    async def counted(data):  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        await send_all(data)
+
+    monkeypatch.setattr(stream, "send_all", counted)
+    await send_texts(server, ["one", "two"])
+    assert [await client.get_message() for _ in range(2)] == ["one", "two"]
+    assert calls == []  # the socket took it at once: no send_all, no checkpoint
+
+
+async def test_on_tcp_what_the_kernel_does_not_take_waits_in_send_all_in_order(
+    nursery, monkeypatch
+):
+    server, client, stream = await _tcp_pair(nursery)
+    calls = []
+    send_all = stream.send_all
+
+    async def counted(data):  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        await send_all(data)
+
+    monkeypatch.setattr(stream, "send_all", counted)
+    big = ["a" * 1_000_000, "b" * 1_000_000, "c" * 1_000_000]  # far over a socket buffer
+    got: list[str] = []
+
+    async def read_late() -> None:
+        await trio.sleep(0.2)  # the kernel's buffers fill first
+        for _ in big:
+            got.append(await client.get_message())
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read_late)
+        with trio.fail_after(10):
+            await send_texts(server, big)
+    assert got == big
+    assert len(calls) == 1 and 0 < calls[0] < sum(map(len, big))  # only the rest waited
+
+
+async def test_on_tcp_a_reset_connection_raises_connection_closed(nursery):
+    server, _client, stream = await _tcp_pair(nursery)
+    stream.socket.close()  # the socket is gone under the WebSocket (EBADF on send)
+    with pytest.raises(ConnectionClosed):
+        await send_texts(server, ["a"])
+
+
+async def test_eager_receive_hands_messages_over_in_order_and_waits_when_the_reader_is_behind(
+    nursery,
+):
+    """The library's reader hands a message over without a checkpoint while there is room
+    (trio-websocket's channel holds one), and waits for the reader when there is none: a
+    burst arrives whole and in order, read slowly."""
+    server, client, _ = await _pair(nursery)
+    eager_receive(server)
+    assert isinstance(server._send_channel, _EagerSend)
+    texts = [f"m{i}" for i in range(50)]
+    await send_texts(client, texts)
+    got = []
+    for _ in texts:
+        await trio.sleep(0.001)  # a slow reader: the channel is full while it sleeps
+        got.append(await server.get_message())
+    assert got == texts
+    await client.aclose()
+    with pytest.raises(ConnectionClosed):  # the close still ends get_message
+        with trio.fail_after(5):
+            await server.get_message()
+
+
+async def test_eager_receive_skips_the_checkpoint_when_there_is_room():
+    sent, received = trio.open_memory_channel[object](1)
+    eager = _EagerSend(sent)
+    # No checkpoint: inside a cancelled scope a checkpoint would raise Cancelled.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await eager.send("a")
+    assert not scope.cancelled_caught
+    assert received.receive_nowait() == "a"
+
+
+async def test_eager_receive_leaves_another_library_version_alone():
+    class Other:
+        pass
+
+    other = Other()
+    eager_receive(other)  # type: ignore[arg-type]
+    assert not hasattr(other, "_send_channel")
