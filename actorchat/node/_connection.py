@@ -44,7 +44,7 @@ from ._messages import (
     OutReceipts,
     ReadMail,
 )
-from ._wsout import send_texts
+from ._wsout import abort_stream, send_texts
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -296,6 +296,12 @@ class ConnectionActor(sv.Actor):
         if scope.cancelled_caught:
             log.info("closing a stalled connection of %s", self.user)
             self.node.metrics["stalled_closed"] += 1
+            self.closing = True
+            # The cancelled write may have left half a frame in the socket: a close frame
+            # after it would read as the rest of that frame (the client saw 1007, or worse).
+            # So the TCP stream is closed without one: the client sees the connection drop
+            # (1006) after its last whole frame, and resends what was not accepted.
+            await abort_stream(self.ws)
             self.stop()
             return
 

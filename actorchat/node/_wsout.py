@@ -63,6 +63,22 @@ def eager_receive(ws: WebSocketConnection) -> None:
         ws._send_channel = _EagerSend(channel)  # type: ignore[assignment]
 
 
+async def abort_stream(ws: WebSocketConnection) -> None:
+    """Close ``ws``'s TCP stream at once, without a close frame: after a write cancelled
+    half-way the next bytes would be read as the rest of a frame. The library's reader then
+    finds the stream closed and ends the connection (1006); ``aclose`` is then a no-op."""
+    stream = getattr(ws, "_stream", None)
+    if stream is None:  # another version of the library: its own close
+        with trio.move_on_after(1.0):
+            await ws.aclose()
+        return
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
 def batchable(ws: WebSocketConnection) -> bool:
     return all(hasattr(ws, name) for name in _INTERNALS)
 

@@ -3,13 +3,21 @@ over in-memory streams (no sockets)."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, wrap_client_stream, wrap_server_stream
 
 from actorchat.node._http import PrefixedStream
-from actorchat.node._wsout import _EagerSend, batchable, eager_receive, send_texts
+from actorchat.node._wsout import (
+    _EagerSend,
+    abort_stream,
+    batchable,
+    eager_receive,
+    send_texts,
+)
 
 
 class CountingStream(trio.abc.Stream):
@@ -200,3 +208,26 @@ async def test_eager_receive_leaves_another_library_version_alone():
     other = Other()
     eager_receive(other)  # type: ignore[arg-type]
     assert not hasattr(other, "_send_channel")
+
+
+async def test_a_write_cancelled_half_way_then_aborted_reads_as_a_dropped_connection(nursery):
+    """The writer's stall timeout cancels a write with half a frame in the socket; the
+    stream is then closed without a close frame (``abort_stream``), so the client reads its
+    whole frames and then a dropped connection (1006), never a close frame read as the rest
+    of a frame (1007 or a protocol error)."""
+    server, client, stream = await _tcp_pair(nursery, prefixed=True)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    await send_texts(server, ["first"])  # sits in the client library's message channel
+    big = "x" * 500_000
+    with trio.move_on_after(0.3) as scope:  # nobody reads: the write stalls
+        await send_texts(server, [big] * 20)
+    assert scope.cancelled_caught
+    await abort_stream(server)
+    with trio.fail_after(5):
+        await server.aclose()  # after the abort: returns at once, writes nothing
+    assert await client.get_message() == "first"
+    with pytest.raises(ConnectionClosed) as closed:
+        with trio.fail_after(5):
+            while True:  # whole frames, then the drop
+                assert await client.get_message() == big
+    assert closed.value.reason.code == 1006
