@@ -177,6 +177,7 @@ class HttpServer:
             task_status.started(self)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
+        closed = False  # the stream is closed already: no close of our own (below)
         try:
             with trio.move_on_after(HEAD_TIMEOUT):
                 head = await _read_head(stream)
@@ -200,10 +201,16 @@ class HttpServer:
                         await self.on_websocket(request, nursery.cancel_scope)
                     finally:
                         # As serve_websocket does: close the socket when its handler is done
-                        # (this also ends the library's reader task in the nursery).
+                        # (this also ends the library's reader task in the nursery). The
+                        # library closed the stream (its aclose does, even cancelled, and so
+                        # does its reader on a close from the client), unless it broke; and
+                        # trio's serve_tcp closes it (forcefully) once we return. So the
+                        # graceful close below is skipped: it cost two cancel scopes and a
+                        # checkpoint per connection (a token login storm).
                         with trio.move_on_after(1.0):
                             await request._connection.aclose()
                         nursery.cancel_scope.cancel()
+                        closed = True
                 return
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
             conn.receive_data(head)
@@ -226,8 +233,9 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await stream.aclose()
+            if not closed:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await stream.aclose()
 
     async def _respond(
         self, conn: h11.Connection, stream: trio.abc.Stream, r: HttpResponse, head: bool = False

@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,25 +120,64 @@ class StoreActor(sv.ThreadActor):
                 written = await store.apply(hop.write)
             except StoreUnavailable as e:
                 written = e
-        results: list[Any] = []
-        for read in hop.reads:
+        results: list[Any] = [None] * len(hop.reads)
+        for call in plan_reads(hop.reads):
             try:
-                if read.method == "load_mailbox":
-                    results.append(await self._load_mailbox(*read.args))
-                else:
-                    results.append(await getattr(store, read.method)(*read.args))
+                if call.users is None:
+                    answer = [await getattr(store, call.method)(*call.args)]
+                else:  # one query set for many users' reads (a burst of first logins)
+                    by_user = await getattr(store, call.method)(call.users, *call.args)
+                    answer = [by_user[hop.reads[i].args[0]] for i in call.indices]
             except StoreUnavailable as e:
-                results.append(e)
+                answer = [e] * len(call.indices)
+            for i, result in zip(call.indices, answer, strict=True):
+                results[i] = result
         return written, results
 
-    async def _load_mailbox(self, user: str, dedupe_limit: int, page: int) -> Any:
-        store = self.store
-        assert store is not None
-        return (
-            await store.max_key(user),
-            await store.recent_dedupe(user, dedupe_limit),
-            await store.fetch_mail(user, None, page),
-        )
+
+# The reads a hop answers for many users at once: a login reads its user's mailbox and groups
+# (``Registry.mailbox``, ``_groups._welcome``), and one at a time each cost a connection and
+# up to three queries on the store thread, which shares the node's core: most of a burst of
+# first logins' CPU. Method -> the ``Store`` method taking a list of users (the reads' first
+# argument) and the rest of the reads' arguments, answering a dict by user.
+BATCHED_READS = {"load_mailbox": "load_mailboxes", "groups_of": "groups_of_many"}
+
+
+@dataclass(slots=True)
+class ReadCall:
+    """One ``Store`` call of a hop: ``method(*args)``, or ``method(users, *args)`` when
+    ``users`` is a list; it answers the hop's reads at ``indices``."""
+
+    method: str
+    args: tuple[Any, ...]
+    indices: list[int]
+    users: list[str] | None = None
+
+
+def plan_reads(reads: Sequence[Read]) -> list[ReadCall]:
+    """Pure: the calls that answer a hop's ``reads``. The reads of one ``BATCHED_READS``
+    method with the same further arguments become one call over their users (a user read
+    twice is answered once by the store), in the place of the first of them; any other read
+    is a call of its own, in order."""
+    calls: list[ReadCall] = []
+    batches: dict[tuple[str, tuple[Any, ...]], ReadCall] = {}
+    for i, read in enumerate(reads):
+        batched = BATCHED_READS.get(read.method)
+        if batched is None or not read.args:
+            calls.append(ReadCall(read.method, read.args, [i]))
+            continue
+        user, rest = read.args[0], read.args[1:]
+        try:
+            call = batches.get((batched, rest))
+        except TypeError:  # arguments that cannot key a batch: a call of its own
+            calls.append(ReadCall(read.method, read.args, [i]))
+            continue
+        if call is None:
+            call = batches[(batched, rest)] = ReadCall(batched, rest, [], [])
+            calls.append(call)
+        call.indices.append(i)
+        call.users.append(user)  # type: ignore[union-attr]
+    return calls
 
 
 def check_database(url: str, schema: str | None, migrate: bool) -> None:

@@ -299,18 +299,61 @@ class Store(MediaMethods):  # media methods: _media.py
         keys = [key for key in row if key is not None]
         return max(keys) if keys else None
 
+    async def load_mailboxes(
+        self, recipients: Iterable[str], dedupe_limit: int, page: int
+    ) -> dict[str, tuple[int | None, list[DedupeRow], list[MailRow]]]:
+        """For each of ``recipients``: ``(max_key, recent_dedupe(dedupe_limit),
+        fetch_mail(None, page))``, what a mailbox loads when it starts, for many users on one
+        connection (a burst of first logins; ``StoreActor`` batches a hop's mailbox loads).
+        Two grouped queries find every user's largest keys; only a user with stored rows
+        costs queries of its own (most first logins have none)."""
+        wanted = sorted(set(recipients))
+        for name in wanted:
+            check_name("recipient", name)
+        if page <= 0:
+            raise ValueError(f"page must be positive, not {page}")
+        in_mail: dict[str, int] = {}
+        in_dedupe: dict[str, int] = {}
+        loaded: dict[str, tuple[int | None, list[DedupeRow], list[MailRow]]] = {}
+        async with self._read("load_mailboxes") as connection:
+            for chunk in _chunks(wanted):
+                for table, found in ((mail, in_mail), (dedupe, in_dedupe)):
+                    rows = await connection.execute(
+                        select(table.c.recipient, func.max(table.c["key"]))
+                        .where(table.c.recipient.in_(chunk))
+                        .group_by(table.c.recipient)
+                    )
+                    found.update((name, key) for name, key in rows if key is not None)
+            for name in wanted:
+                mail_key, dedupe_key = in_mail.get(name), in_dedupe.get(name)
+                recent: list[DedupeRow] = []
+                if dedupe_key is not None:
+                    rows = await connection.execute(self._recent_dedupe(name, dedupe_limit))
+                    recent = [DedupeRow(*row) for row in rows]
+                first: list[MailRow] = []
+                if mail_key is not None:
+                    rows = await connection.execute(self._fetch_first, {"r": name, "n": page})
+                    first = [MailRow(*row) for row in rows]
+                keys = [key for key in (mail_key, dedupe_key) if key is not None]
+                loaded[name] = (max(keys) if keys else None, recent, first)
+        return loaded
+
     # -- dedupe --------------------------------------------------------------------------
 
     async def recent_dedupe(self, recipient: str, limit: int) -> list[DedupeRow]:
         """``recipient``'s ``limit`` most recent dedupe entries, newest first (to warm a
         mailbox's in-memory filter of retried ids)."""
         check_name("recipient", recipient)
-        statement = (
+        async with self._read("recent_dedupe") as connection:
+            rows = await connection.execute(self._recent_dedupe(recipient, limit))
+            return [DedupeRow(*row) for row in rows]
+
+    @staticmethod
+    def _recent_dedupe(recipient: str, limit: int) -> Any:
+        return (
             select(*dedupe.c).where(dedupe.c.recipient == recipient)
             .order_by(dedupe.c.created_at.desc(), dedupe.c["key"].desc()).limit(limit)
         )
-        async with self._read("recent_dedupe") as connection:
-            return [DedupeRow(*row) for row in await connection.execute(statement)]
 
     async def lookup_dedupe(
         self, sender: str, client_ids: Iterable[str], recipient: str
@@ -396,22 +439,54 @@ class Store(MediaMethods):  # media methods: _media.py
             ids = sorted(await connection.scalars(
                 select(group_members.c.grp).where(group_members.c.member == member)
             ))
-            found: dict[str, tuple[str, str, list[str]]] = {}
-            for chunk in _chunks(ids):
-                for gid, name, owner in await connection.execute(
-                    select(groups.c.id, groups.c.name, groups.c.owner)
-                    .where(groups.c.id.in_(chunk))
-                ):
-                    found[gid] = (name, owner, [])
-                for gid, m in await connection.execute(
-                    select(group_members.c.grp, group_members.c.member)
-                    .where(group_members.c.grp.in_(chunk))
-                    .order_by(group_members.c.grp, group_members.c.joined_at,
-                              group_members.c.member)
-                ):
-                    if gid in found:
-                        found[gid][2].append(m)
+            found = await self._describe_groups(connection, ids)
         return [(gid, *found[gid]) for gid in ids if gid in found]
+
+    async def groups_of_many(
+        self, members: Iterable[str]
+    ) -> dict[str, list[tuple[str, str, str, list[str]]]]:
+        """``groups_of`` for each of ``members``, on one connection (``StoreActor`` batches a
+        hop's welcome reads): a few queries for any number of users."""
+        wanted = sorted(set(members))
+        for member in wanted:
+            check_name("member", member)
+        ids_of: dict[str, list[str]] = {member: [] for member in wanted}
+        async with self._read("groups_of_many") as connection:
+            for chunk in _chunks(wanted):
+                for gid, member in await connection.execute(
+                    select(group_members.c.grp, group_members.c.member)
+                    .where(group_members.c.member.in_(chunk))
+                ):
+                    ids_of[member].append(gid)
+            every = sorted({gid for ids in ids_of.values() for gid in ids})
+            found = await self._describe_groups(connection, every)
+        return {
+            member: [(gid, found[gid][0], found[gid][1], list(found[gid][2]))
+                     for gid in sorted(ids) if gid in found]
+            for member, ids in ids_of.items()
+        }
+
+    @staticmethod
+    async def _describe_groups(
+        connection: AsyncConnection, ids: list[str]
+    ) -> dict[str, tuple[str, str, list[str]]]:
+        """(name, owner, members in joining order) of each of ``ids`` that exists."""
+        found: dict[str, tuple[str, str, list[str]]] = {}
+        for chunk in _chunks(ids):
+            for gid, name, owner in await connection.execute(
+                select(groups.c.id, groups.c.name, groups.c.owner)
+                .where(groups.c.id.in_(chunk))
+            ):
+                found[gid] = (name, owner, [])
+            for gid, m in await connection.execute(
+                select(group_members.c.grp, group_members.c.member)
+                .where(group_members.c.grp.in_(chunk))
+                .order_by(group_members.c.grp, group_members.c.joined_at,
+                          group_members.c.member)
+            ):
+                if gid in found:
+                    found[gid][2].append(m)
+        return found
 
     async def change_group(
         self, group: str, add: list[str], remove: list[str], owner: str, now: float

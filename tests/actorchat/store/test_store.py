@@ -148,6 +148,37 @@ def test_max_key_spans_mail_and_dedupe(db) -> None:
     db.run(body)
 
 
+def test_load_mailboxes_answers_as_the_reads_one_user_at_a_time(db) -> None:
+    """The batched load of many mailboxes (a burst of first logins) gives each user what
+    max_key, recent_dedupe and fetch_mail give: users with mail only, dedupe only, both,
+    neither, more users than one IN list holds, a user asked twice."""
+    dedupes = [DedupeRow("ann", f"d{i}", "bob", 30 + i, 100.0 + i) for i in range(4)]
+    dedupes.append(DedupeRow("ann", "d9", "dan", 7, 1.0))
+
+    async def body(store: Store) -> None:
+        await store.apply(StoreBatch(
+            put_mail=[mail("bob", k) for k in (3, 1, 8)] + [mail("cat", 50)],
+            put_dedupe=dedupes,
+        ))
+        users = ["bob", "cat", "dan", "eve", "bob"] + [f"u{i}" for i in range(600)]
+        loaded = await store.load_mailboxes(users, 3, 2)
+        assert set(loaded) == set(users)
+        for user in set(users):
+            assert loaded[user] == (
+                await store.max_key(user),
+                await store.recent_dedupe(user, 3),
+                await store.fetch_mail(user, None, 2),
+            ), user
+        assert loaded["bob"][0] == 33 and [m.key for m in loaded["bob"][2]] == [1, 3]
+        assert loaded["dan"] == (7, [dedupes[4]], [])
+        assert loaded["eve"] == (None, [], [])
+        assert await store.load_mailboxes([], 3, 2) == {}
+        with pytest.raises(ValueError):
+            await store.load_mailboxes(["bob"], 3, 0)
+
+    db.run(body)
+
+
 def test_prune_dedupe_by_age_in_bounded_steps(db) -> None:
     old = [DedupeRow("ann", f"o{i}", "bob", i, 100.0 + i) for i in range(25)]
     new = [DedupeRow("ann", f"n{i}", "bob", 100 + i, 500.0) for i in range(3)]

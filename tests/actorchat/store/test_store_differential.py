@@ -57,6 +57,7 @@ operations = st.one_of(
     st.tuples(st.just("fetch_mail"), names, st.none() | keys, st.integers(1, 4)),
     st.tuples(st.just("max_key"), names),
     st.tuples(st.just("recent_dedupe"), names, st.integers(1, 4)),
+    st.tuples(st.just("load_mailboxes"), st.lists(names), st.integers(1, 4), st.integers(1, 4)),
     st.tuples(st.just("lookup_dedupe"), names, st.lists(st.sampled_from(CLIENT_IDS)), names),
     st.tuples(st.just("create_user"), names, texts),
     st.tuples(st.just("users_exist"), st.lists(names)),
@@ -96,6 +97,10 @@ class Model:
     def recent_dedupe(self, recipient: str, limit: int) -> list[DedupeRow]:
         rows = [row for row in self.dedupe.values() if row.recipient == recipient]
         return sorted(rows, key=lambda row: (-row.created_at, -row.key))[:limit]
+
+    def load_mailboxes(self, recipients: list[str], dedupe_limit: int, page: int) -> dict:
+        return {r: (self.max_key(r), self.recent_dedupe(r, dedupe_limit),
+                    self.fetch_mail(r, None, page)) for r in recipients}
 
     def lookup_dedupe(self, sender: str, client_ids: list[str], recipient: str) -> dict:
         return {c: self.dedupe[sender, c, recipient].key for c in client_ids

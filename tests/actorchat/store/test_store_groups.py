@@ -30,6 +30,33 @@ def test_create_load_change_and_delete_a_group(db) -> None:
     db.run(body)
 
 
+def test_groups_of_many_answers_as_groups_of_for_each_member(db) -> None:
+    # Names of its own: on PostgreSQL the group tables are not emptied between tests.
+    async def body(store: Store) -> None:
+        await store.create_group("mg1", "friends", "kim", ["kim", "max", "lee"], 10.0)
+        await store.create_group("mg2", "two", "lee", ["lee", "kim"], 11.0)
+        await store.create_group("mg0", "solo", "ned", ["ned"], 12.0)
+        try:
+            members = ["kim", "lee", "max", "ned", "nobody", "kim"]
+            members += [f"u{i}" for i in range(600)]
+            many = await store.groups_of_many(members)
+            assert set(many) == set(members)
+            for member in set(members):
+                assert many[member] == await store.groups_of(member), member
+            assert [g[0] for g in many["kim"]] == ["mg1", "mg2"] and many["nobody"] == []
+            assert many["ned"] == [("mg0", "solo", "ned", ["ned"])]
+            # each answer is its own: changing one member's list leaves the others alone
+            many["kim"][0][3].append("zed")
+            assert many["max"][0][3] == ["kim", "max", "lee"]
+            assert await store.groups_of_many([]) == {}
+        finally:
+            await store.change_group("mg1", [], ["kim", "max", "lee"], "kim", 13.0)
+            await store.change_group("mg2", [], ["lee", "kim"], "lee", 13.0)
+            await store.change_group("mg0", [], ["ned"], "ned", 13.0)
+
+    db.run(body)
+
+
 def test_group_copies_get_keys_above_the_mailbox_and_skip_retries(db) -> None:
     async def body(store: Store) -> None:
         now_us = 1_000_000
