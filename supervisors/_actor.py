@@ -36,7 +36,9 @@ task in the same nursery and context, entering the loop as after ``on_start`` (w
 run again). Only supervised workers hibernate: their supervisor's nursery outlives them, and a
 supervisor that ends finishes its hibernated children (``_release_children``: links and
 monitors then fire with ``KILLED``, as for a child cancelled with the nursery). Guarded by
-``tests/supervisors/test_hibernate.py``.
+``tests/supervisors/test_hibernate.py``. The actor can also ask for it itself,
+``self.hibernate()`` (OTP's ``{noreply, State, hibernate}``): the loop then ends its task the
+next time it would park on an empty mailbox, instead of parking.
 
 ``run_beside(ref, fn)`` runs a side task in the *calling* task rather than a task of its own (a
 socket's reader in the server's handler task, which would otherwise only wait): cancelled when
@@ -340,7 +342,7 @@ class ActorRef:
 
     def is_hibernating(self) -> bool:
         proc = self._cell.process
-        return proc is not None and proc.hibernated
+        return proc is not None and proc.hibernated is True
 
 
 class Actor:
@@ -376,6 +378,16 @@ class Actor:
     def stop(self, reason: ExitReason = NORMAL) -> None:
         """Stop after the current message; ``on_stop(reason)`` then runs."""
         self._proc.request_stop(reason)
+
+    def hibernate(self) -> None:
+        """Erlang's ``{noreply, State, hibernate}``, asked by the actor itself (in ``receive``,
+        ``on_start`` or a side task): once its mailbox is empty it gives up its task, as
+        ``ActorRef.hibernate`` (at once if the loop is parked on an empty mailbox now, else
+        the next time it would park; once: the next wake-up does not ask again). Ignored
+        where ``ActorRef.hibernate`` would be (unsupervised, a supervisor, stopping)."""
+        proc = self._proc
+        if proc.hibernated is False and not proc.hibernate():
+            proc.hibernated = None  # asked: ``_Process._loop``
 
     def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` beside the mailbox loop; it is cancelled when the actor exits, and
@@ -513,12 +525,17 @@ class _Process:
         self.deferred: set[_Call] | None = None
         self.links: set[_Process] | None = None
         self.watchers: tuple[Monitor, ...] | set[Monitor] | None = None
-        # A list (an actor has few side tasks at once), None when there are none: an idle
-        # actor whose side tasks ended keeps no empty container.
-        self.side_scopes: list[trio.CancelScope] | None = None
+        # None when there are none (an idle actor whose side tasks ended keeps no empty
+        # container), the scope itself when there is one (an idle connection's reader: no
+        # list either), a list when there are more (an actor has few side tasks at once).
+        self.side_scopes: trio.CancelScope | list[trio.CancelScope] | None = None
         self.started: trio.Event | None = None
         self.exited: trio.Event | None = None
-        self.hibernated = False
+        # True while hibernated; None while awake with a hibernation asked for by the actor
+        # (``Actor.hibernate``: the loop hibernates the next time it would park), a third
+        # state of this slot rather than a slot of its own (8 bytes more per actor would take
+        # ``_Process`` to the next allocation size, 16 bytes more).
+        self.hibernated: bool | None = False
         self.context: contextvars.Context | None = None  # the task's, while hibernated
         actor._proc = self
 
@@ -563,10 +580,8 @@ class _Process:
             self.resume()  # the fresh task sees the flags and ends as they say
 
     # -- hibernation ----------------------------------------------------------------------
-    def hibernate(self) -> bool:
-        """End the task if it is parked on an empty mailbox, keeping the incarnation; False
-        (and nothing done) otherwise. See the module docstring."""
-        if (
+    def may_hibernate(self) -> bool:
+        return not (
             self.state != RUNNING
             or self.hibernated
             or self.on_exit is None  # unsupervised: its nursery may close while it sleeps
@@ -575,20 +590,39 @@ class _Process:
             or self.stop_reason is not None
             or self.crash_reason is not None
             or self.forced_reason is not None
-        ):
+        )
+
+    def hibernate(self) -> bool:
+        """End the task if it is parked on an empty mailbox, keeping the incarnation; False
+        (and nothing done) otherwise. See the module docstring."""
+        if not self.may_hibernate():
             return False
         mailbox = self.cell.mailbox
         task = mailbox._receiver
         if task is None or mailbox._items:
             return False
         mailbox._receiver = None
+        self._fall_asleep(task)
+        reschedule(task, outcome.Error(_Hibernate()))
+        return True
+
+    def _fall_asleep(self, task: Task) -> None:
+        """The bookkeeping of hibernation; the caller then ends ``task`` with ``_Hibernate``
+        (the loop raises it itself when asked to hibernate: ``_loop``)."""
+        mailbox = self.cell.mailbox
         mailbox._items = None  # an empty deque is ~700 bytes; made again on the next message
         mailbox._sleeper = self
         self.hibernated = True
         self.scope = None  # the parked task's work scope ends with it
-        self.context = task.context
-        reschedule(task, outcome.Error(_Hibernate()))
-        return True
+        context = task.context
+        # Most tasks never set a context variable: their context holds what their
+        # supervisor's does (children start in it), and the sleeper keeps that one instead
+        # of a Context object of its own (64 bytes per sleeping actor). ``resume`` starts
+        # the fresh task in a copy of it either way.
+        home = getattr(getattr(self.on_exit, "__self__", None), "_context", None)
+        if home is not None and _same_context(context, home):
+            context = home
+        self.context = context
 
     def resume(self) -> None:
         """Run the hibernated incarnation again, in a fresh task in its nursery and context."""
@@ -651,11 +685,18 @@ class _Process:
             raise ActorDeadError("the actor has exited", self.reason)
         if scope is None:
             scope = trio.CancelScope()
-        if self.side_scopes is None:
-            self.side_scopes = [scope]
+        scopes = self.side_scopes
+        if scopes is None:
+            self.side_scopes = scope
+        elif type(scopes) is list:
+            scopes.append(scope)
         else:
-            self.side_scopes.append(scope)
+            self.side_scopes = [scopes, scope]
         return scope
+
+    def side_task_count(self) -> int:
+        scopes = self.side_scopes
+        return 0 if scopes is None else len(scopes) if type(scopes) is list else 1
 
     async def _side(
         self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple, own: bool = True
@@ -672,10 +713,12 @@ class _Process:
             self.crash(Error(e))
         finally:
             scopes = self.side_scopes
-            if scopes is not None and scope in scopes:
+            if scopes is scope:
+                self.side_scopes = None
+            elif type(scopes) is list and scope in scopes:
                 scopes.remove(scope)
-                if not scopes:
-                    self.side_scopes = None
+                if len(scopes) == 1:
+                    self.side_scopes = scopes[0]
 
     # -- the task body --------------------------------------------------------------------
     async def run(self) -> ExitReason:
@@ -813,6 +856,11 @@ class _Process:
                 if mailbox._senders:
                     mailbox._admit_senders()
             else:
+                if self.hibernated is None:  # ``Actor.hibernate``: sleep instead of parking
+                    self.hibernated = False
+                    if self.may_hibernate():
+                        self._fall_asleep(task)
+                        raise _Hibernate()
                 mailbox._receiver = task
                 message = await wait_task_rescheduled(abort)
             if type(message) is _Call:
@@ -861,12 +909,18 @@ class _Process:
             for call in self.deferred:
                 call.fail(reason)
             self.deferred.clear()
-        if self.side_scopes:
-            for scope in self.side_scopes:
+        scopes = self.side_scopes
+        if scopes is not None:
+            for scope in scopes if type(scopes) is list else (scopes,):
                 scope.cancel()
         if self.actor._hosts_children:
             self.actor._release_children(reason)
         finish_incarnation(self, reason)
+
+
+def _same_context(a: contextvars.Context, b: contextvars.Context) -> bool:
+    """Whether ``a`` and ``b`` hold the same variables with the same (identical) values."""
+    return len(a) == len(b) and all(b.get(var, _NOTHING) is value for var, value in a.items())
 
 
 def finish_incarnation(proc: Any, reason: ExitReason) -> None:

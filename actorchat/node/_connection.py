@@ -119,6 +119,11 @@ def write_chunks(frames: list[str], limit: int) -> list[list[str]]:
     return chunks
 
 
+# The writer's buffers while empty (``ConnectionActor``): one shared empty tuple, replaced by a
+# list or dict of the connection's own on first use.
+NOTHING: Any = ()
+
+
 def tell(conn: sv.ActorRef, message: Any) -> None:
     """Give a connection actor something to write, from another actor: a full mailbox is a
     stalled socket, closed rather than buffered without bound; a dead one is ignored."""
@@ -160,10 +165,9 @@ class ConnectionActor(sv.Actor):
     # the writer. Other actors treat a full mailbox as a stalled socket and close it, so the
     # bound is generous for bursts: a reading client never fills it.
     mailbox_size = 10_000
-    # Messages handled since the last write (``writer_action``). A class default: a
-    # connection that never held anything back stores none.
+    # Messages handled since the last write (``writer_action``); set in ``__init__`` too.
     _held = 0
-    # Yields the writer still skips (``writer_action``, ``after_yield``); a class default too.
+    # Yields the writer still skips (``writer_action``, ``after_yield``); set in ``__init__``.
     _quiet = 0
 
     def __init__(self, ws: WebSocketConnection, node: Node) -> None:
@@ -172,16 +176,24 @@ class ConnectionActor(sv.Actor):
         self.user: str | None = None
         self.mailbox_ref: sv.ActorRef | None = None
         self.session = p.ServerSession(node.session_limits)
-        self._deliver: list[p.Delivery] = []
-        self._accepted: list[str] = []
-        self._receipts: dict[tuple[str, str, str | None], list[str]] = {}
-        self._frames: list[str] = []
+        # The writer's buffers start as the shared empty NOTHING and are made on first use
+        # (``_list``): an idle connection holds none (~230 bytes per idle user).
+        self._deliver: list[p.Delivery] = NOTHING
+        self._accepted: list[str] = NOTHING
+        self._receipts: dict[tuple[str, str, str | None], list[str]] = NOTHING
+        self._frames: list[str] = NOTHING
         self.closing = False
         # Here, not in an on_start: an actor without one starts at once in the gateway's task
         # (no start handshake with the supervisor) and waits for mail without a cancel scope.
         node.metrics["connections"] += 1
         self.heard = trio.current_time()  # the last frame from the client (``close_idle``)
         self.idle_kicked = False
+        # The writer's counters, here although their class defaults would do: attributes
+        # first set later, in whichever order the writer happens to set them, turn this
+        # instance's key-sharing __dict__ into a dict of its own: ~830 bytes per connection
+        # instead of 16 (1,000 idle users, benchmarks/run.py's idle phase).
+        self._held = 0
+        self._quiet = 0
         node.connection_actors.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -211,9 +223,12 @@ class ConnectionActor(sv.Actor):
     async def receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is OutDeliver:
+            deliver = self._deliver
+            if deliver is NOTHING:
+                deliver = self._deliver = []
             for item in message.items:
                 media = msgspec.json.decode(item.media, type=p.Media) if item.media else None
-                self._deliver.append(
+                deliver.append(
                     p.Delivery(
                         mid=item.mid,
                         id=item.id,
@@ -226,20 +241,20 @@ class ConnectionActor(sv.Actor):
                     )
                 )
         elif kind is OutAccepted:
+            if self._accepted is NOTHING:
+                self._accepted = []
             self._accepted.extend(message.ids)
             receipt = message.receipt
             if receipt is not None:
-                key = (receipt.status, receipt.by, receipt.group)
-                self._receipts.setdefault(key, []).extend(receipt.ids)
+                self._receipt_ids(receipt.status, receipt.by, receipt.group).extend(receipt.ids)
         elif kind is OutReceipt:
-            key = (message.status, message.by, message.group)
-            self._receipts.setdefault(key, []).extend(message.ids)
+            self._receipt_ids(message.status, message.by, message.group).extend(message.ids)
         elif kind is OutReceipts:  # a group's receipts, gathered by its actor (_groups.py)
             for status, by, group, ids in message.items:
-                self._receipts.setdefault((status, by, group), []).extend(ids)
+                self._receipt_ids(status, by, group).extend(ids)
         elif kind is OutFrame:
             self._flush_batched()
-            self._frames.append(message.text)
+            self._frame(message.text)
         elif kind is Kick:
             await self._write_pending()
             await self._close(message.code, message.reason)
@@ -261,24 +276,38 @@ class ConnectionActor(sv.Actor):
         await self._write_pending()
         return None
 
+    def _receipt_ids(self, status: str, by: str, group: str | None) -> list[str]:
+        receipts = self._receipts
+        if receipts is NOTHING:
+            receipts = self._receipts = {}
+        ids = receipts.get((status, by, group))
+        if ids is None:
+            ids = receipts[(status, by, group)] = []
+        return ids
+
+    def _frame(self, text: str) -> None:
+        if self._frames is NOTHING:
+            self._frames = []
+        self._frames.append(text)
+
     def _flush_batched(self) -> None:
         """Turn accumulated items into frames, keeping their order against other frames."""
         if self._deliver:
-            self._frames.append(p.encode(p.Deliver(messages=self._deliver)))
-            self._deliver = []
+            self._frame(p.encode(p.Deliver(messages=self._deliver)))
+            self._deliver = NOTHING
         if self._accepted:
-            self._frames.append(p.encode(p.Accepted(ids=self._accepted)))
-            self._accepted = []
+            self._frame(p.encode(p.Accepted(ids=self._accepted)))
+            self._accepted = NOTHING
         if self._receipts:
             for (status, by, group), ids in self._receipts.items():
                 receipt = p.Receipt(status=status, by=by, ids=ids, group=group)  # type: ignore[arg-type]
-                self._frames.append(p.encode(receipt))
-            self._receipts = {}
+                self._frame(p.encode(receipt))
+            self._receipts = NOTHING
 
     async def _write_pending(self) -> None:
         self._held = 0
         self._flush_batched()
-        frames, self._frames = self._frames, []
+        frames, self._frames = self._frames, NOTHING
         if not frames:
             return
         stall = self.node.settings.send_stall_timeout
@@ -439,6 +468,10 @@ class ConnectionActor(sv.Actor):
         await self._to_mailbox(Attach(self.ref))
         for hook in node.on_welcome:  # features: group memberships, presence
             await hook(self, user)
+        # Most users idle after logging in: the writer sleeps (no task) once it has written
+        # what the login queued, rather than keep a parked task until the janitor's next round
+        # (in a burst of logins those piled up, and the memory they freed stayed in the RSS).
+        self.hibernate()
 
     async def _send(self, frame: p.Send) -> None:
         node = self.node

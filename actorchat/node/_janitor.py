@@ -10,9 +10,13 @@ Every ``HIBERNATE_EVERY`` seconds the janitor hibernates (``SupervisorRef.hibern
 every mailbox actor and connection actor parked on an empty mailbox: until its next message it
 owns no trio task (its frames, cancel scope and task: about 3 KB each, most of what an idle
 logged-in user would cost beyond its socket). A busy actor is woken by its next message, so it
-pays one task start per round at most. The same rounds close connections silent for
-``idle_timeout`` (``_connection.close_idle``). Guarded by ``tests/actorchat/node/test_janitor.py``
-and ``test_e2e_bad_input.py::test_silent_connection_is_closed_after_idle_timeout``.
+pays one task start per round at most. A login asks for it at once (``Actor.hibernate`` in
+``ConnectionActor._welcome`` and on the mailbox's ``Attach``): in a burst of logins the tasks
+that waited for a round piled up, and the memory they then freed stayed in the process's RSS
+(``test_janitor.py::test_a_login_leaves_both_actors_asleep_without_a_round``). The same
+rounds close connections silent for ``idle_timeout`` (``_connection.close_idle``). Guarded
+by ``tests/actorchat/node/test_janitor.py`` and
+``test_e2e_bad_input.py::test_silent_connection_is_closed_after_idle_timeout``.
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ def merge_effects(into: Effects, fx: Effects) -> None:
 
 class UserActor(sv.Actor):
     mailbox_size = 10_000
+    # The ticker's current wait (``_ticker``), so that a login can end it early; a class
+    # default: a user whose ticker never ran stores none.
+    _nap: trio.CancelScope | None = None
 
     def __init__(self, name: str, queue: DeliveryQueue, node: Node) -> None:
         self.name = name
@@ -124,6 +127,17 @@ class UserActor(sv.Actor):
             self._apply(self.queue.read(message.mids))
         elif kind is Attach:
             self._apply(self._attach(message.conn))
+            if self._nap is not None and self._quiet():
+                # The ticker that ``on_start`` started (not connected yet then) has nothing
+                # to do: end its wait now rather than a period later. In a burst of logins a
+                # ticker task per login for a second was most of what the burst left behind
+                # in the RSS. (It checks ``_quiet`` again before it ends: no wake-up is lost.)
+                nap, self._nap = self._nap, None
+                nap.cancel()
+            # A login: most users idle after it. Sleep (no task) once this is done, rather than
+            # keep a parked task until the janitor's next round: in a burst of logins those
+            # tasks piled up, and the memory they freed stayed in the process (RSS).
+            self.hibernate()
         elif kind is Detach or kind is sv.Down:
             ref = message.conn if kind is Detach else message.ref
             if self.queue.conn is ref:
@@ -317,14 +331,20 @@ class UserActor(sv.Actor):
         period = min(1.0, self.node.settings.ack_timeout / 2)
         try:
             while True:
-                await trio.sleep(period)
-                try:
-                    self.ref.send_nowait(Tick())
-                except sv.MailboxFull:
-                    pass
+                with trio.move_on_after(period) as nap:
+                    self._nap = nap
+                    await trio.sleep_forever()
+                early = self._nap is not nap  # ended by a login that left us quiet (Attach)
+                self._nap = None
+                if not early:
+                    try:
+                        self.ref.send_nowait(Tick())
+                    except sv.MailboxFull:
+                        pass
                 if self._quiet():
                     return
         finally:
+            self._nap = None
             self.ticking = False
 
     # -- the store ----------------------------------------------------------------------------

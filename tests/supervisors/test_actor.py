@@ -476,6 +476,42 @@ async def test_side_tasks_are_cancelled_when_the_actor_exits():
         actor.start_task(side)
 
 
+async def test_side_tasks_come_and_go_in_any_order_and_all_are_cancelled_at_exit():
+    """One side task is kept as its bare scope, more in a list (``side_scopes``): whatever
+    the order they end in, the count holds and an exit cancels every one left."""
+    releases = [trio.Event() for _ in range(3)]
+    cancelled: list[int] = []
+
+    def side(i: int):
+        async def run():
+            try:
+                await releases[i].wait()
+            except trio.Cancelled:
+                cancelled.append(i)
+                raise
+
+        return run
+
+    async with trio.open_nursery() as nursery:
+        actor = Probe()
+        ref = sv.spawn(nursery, actor)
+        proc = actor._proc
+        for i in range(3):
+            await ref.call(("side", side(i)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert proc.side_task_count() == i + 1
+        for i, left in ((1, 2), (0, 1)):
+            releases[i].set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert proc.side_task_count() == left
+        await ref.call(("side", side(0)))  # (already released: ends at once)
+        await trio.testing.wait_all_tasks_blocked()
+        assert proc.side_task_count() == 1
+        ref.stop()
+    assert cancelled == [2]
+    assert proc.side_task_count() == 0
+
+
 async def test_side_task_started_in_on_start_crashing_fails_the_start():
     class Starter(sv.Actor):
         async def on_start(self):

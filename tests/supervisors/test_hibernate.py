@@ -241,6 +241,96 @@ async def test_a_killed_supervisor_finishes_its_hibernated_children(autojump_clo
             ref.send_nowait("late")
 
 
+class Napper(Sleeper):
+    """Asks to hibernate (``Actor.hibernate``) on "nap", from ``receive`` or a side task."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "nap":
+            self.hibernate()
+        elif message == "nap and stop":
+            self.hibernate()
+            self.stop()
+        elif message == "nap later":
+            self.start_task(self._nap_later)
+        return await super().receive(message)
+
+    async def _nap_later(self) -> None:
+        await trio.sleep(1)
+        self.hibernate()
+
+
+async def test_an_actor_asking_to_hibernate_sleeps_once_its_mailbox_is_empty(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Napper, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        assert ref is not None
+        assert await ref.call("a") == ["a"]
+        assert await ref.call("nap") == ["a", "nap"]  # the reply first, then it sleeps
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert sup.which_children()[0].state == "running"
+        # Woken by the next message, with its state; asked once, so it stays awake after.
+        assert await ref.call("b") == ["a", "nap", "b"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ref.is_hibernating() and tasks_named("w") == 1
+        # Messages queued behind the request are all handled before it sleeps.
+        ref.send_nowait("nap")
+        ref.send_nowait("c")
+        ref.send_nowait("d")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert await ref.call("e") == ["a", "nap", "b", "nap", "c", "d", "e"]
+    assert log == [("start", "w"), ("stop", "w", sv.SHUTDOWN)]  # on_start ran once
+
+
+async def test_hibernate_asked_from_a_side_task_while_parked_sleeps_at_once(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Napper, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        assert await ref.call("nap later") == ["nap later"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ref.is_hibernating()  # nothing asked yet: parked as usual
+        await trio.sleep(1)  # the side task asks while the loop is parked
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert await ref.call("f") == ["nap later", "f"]
+
+
+async def test_hibernate_asked_in_on_start_sleeps_at_the_first_park(autojump_clock):
+    class Early(Napper):
+        async def on_start(self) -> None:
+            await super().on_start()
+            self.hibernate()
+
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Early, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert await ref.call("g") == ["g"]
+    assert log == [("start", "w"), ("stop", "w", sv.SHUTDOWN)]
+
+
+async def test_hibernate_asked_is_ignored_where_hibernation_is_not_allowed(autojump_clock):
+    log: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        loose = sv.spawn(nursery, Napper(log))  # unsupervised: its nursery could close
+        assert await loose.call("nap") == ["nap"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not loose.is_hibernating() and tasks_named("Napper") == 1
+        assert await loose.call("h") == ["nap", "h"]
+        loose.kill()
+    spec = one_for_one(sv.ChildSpec("w", Napper, (log,), restart=sv.TEMPORARY))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        ref.send_nowait("nap and stop")  # stopping: on_stop runs instead of a sleep
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ref.is_alive() and log[-1] == ("stop", "w", sv.NORMAL)
+
+
 async def test_run_beside_runs_in_the_callers_task_and_ends_with_the_actor(autojump_clock):
     log: list[Any] = []
     seen: list[Any] = []
@@ -341,3 +431,75 @@ def test_the_model_holds_with_every_idle_worker_hibernated():
     ):
         run_fuzz(300)
     assert hibernated > 300  # the commands met sleeping workers, not only awake ones
+
+
+def test_the_model_holds_with_every_worker_asking_to_hibernate():
+    """``Actor.hibernate`` from ``on_start`` and before every message: each worker sleeps
+    whenever its mailbox runs empty, and the model still holds."""
+    from supervisors.testing._recording import RecordingWorker
+
+    settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
+    receive, on_start = RecordingWorker.receive, RecordingWorker.on_start
+    worlds: list[Any] = []
+    asleep = 0
+
+    async def napping_on_start(self: Any) -> None:
+        await on_start(self)
+        self.hibernate()
+
+    async def napping_receive(self: Any, message: Any) -> Any:
+        self.hibernate()
+        return await receive(self, message)
+
+    async def settle_and_count(self: Any, model: Any) -> None:
+        nonlocal asleep
+        await settle(self, model)
+        worlds[:] = [self.world]
+        asleep += sum(1 for worker in self.world.live if worker.ref.is_hibernating())
+
+    def count_with_sleepers(name: str) -> int | None:
+        tasks = count_tasks(name)
+        if tasks is None or not worlds:
+            return tasks
+        return tasks + sum(1 for worker in worlds[0].live if worker.ref.is_hibernating())
+
+    with (
+        mock.patch.object(RecordingWorker, "on_start", napping_on_start),
+        mock.patch.object(RecordingWorker, "receive", napping_receive),
+        mock.patch.object(_fuzz._Harness, "settle", settle_and_count),
+        mock.patch.object(_fuzz, "_count_tasks", count_with_sleepers),
+    ):
+        run_fuzz(300)
+    assert asleep > 300  # the commands met sleeping workers
+
+
+VAR: Any = __import__("contextvars").ContextVar("VAR", default="unset")
+
+
+async def test_hibernation_keeps_the_context_variables_the_actor_set(autojump_clock):
+    """A sleeper whose task set nothing keeps its supervisor's context (no object of its
+    own); one whose task set a variable keeps its own, and wakes up with the value."""
+
+    class Setter(Napper):
+        async def receive(self, message: Any) -> Any:
+            if message == "set":
+                VAR.set("mine")
+            elif message == "get":
+                return VAR.get()
+            return await super().receive(message)
+
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", Setter, (log,)), sv.ChildSpec("v", Setter, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        w, v = sup.whereis("w"), sup.whereis("v")
+        await w.call("set")
+        await v.call("a")
+        await asleep(sup, "w")
+        await asleep(sup, "v")
+        home = sup._sup._context
+        assert v._cell.process.context is home
+        assert w._cell.process.context is not home
+        assert await w.call("get") == "mine"
+        assert await v.call("get") == "unset"
+        await asleep(sup, "w")  # and again, from the woken task's copy
+        assert await w.call("get") == "mine"

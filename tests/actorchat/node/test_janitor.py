@@ -3,11 +3,12 @@ steps; idle users' actors hibernate; silent connections are closed."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from client import Client
 from node_harness import make_settings, stop_node
 
-from actorchat.node import Node
+from actorchat.node import Node, _janitor
 from actorchat.node._connection import close_idle
 from actorchat.node._janitor import DEDUPE_RETENTION, PRUNE_STEP, Janitor
 from actorchat.store import DedupeRow, StoreBatch
@@ -88,6 +89,37 @@ async def test_idle_users_hibernate_and_their_mail_still_flows(start_node) -> No
     with trio.fail_after(10):  # the clients left: the sleeping connections stop
         while node.registry.connections or node.connection_actors:
             await trio.sleep(0.02)
+
+
+async def test_a_login_leaves_both_actors_asleep_without_a_round(
+    start_node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a login the mailbox and connection actors hibernate by themselves
+    (``Actor.hibernate``) and the ticker the mailbox's start began ends at once, not a period
+    later: a burst of logins leaves no task per login behind until the janitor's next round
+    (the memory those tasks freed stayed in the RSS). Mail still flows."""
+    monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
+    node = await start_node(ack_timeout=60.0)  # the ticker's period: 1 s
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+        await c.register("bob")
+    async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
+        for client, user in ((alice, "alice"), (bob, "bob")):
+            await client.login(user)
+            registry = node.registry
+            with trio.fail_after(5):
+                while user not in registry.connections:
+                    await trio.sleep(0.01)
+            mailbox, conn = registry.mailboxes[user], registry.connections[user]
+            actor = mailbox._cell.process.actor
+            with trio.fail_after(0.6):  # well within the ticker's period
+                while actor.ticking or not (mailbox.is_hibernating() and conn.is_hibernating()):
+                    await trio.sleep(0.01)
+        assert _task_names().count("user") == 0 and _task_names().count("connection") == 0
+        id = await alice.send_message("bob", "hi")
+        await bob.until(lambda: len(bob.deliveries) == 1)
+        await alice.until(lambda: alice.accepted == [id])
+        assert bob.deliveries[0]["body"] == "hi"
 
 
 async def test_close_idle_kicks_silent_connections_once(start_node) -> None:

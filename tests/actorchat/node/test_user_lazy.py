@@ -25,7 +25,7 @@ def _actor(node: Any, user: str) -> UserActor:
 
 
 def _side_tasks(actor: UserActor) -> int:
-    return len(actor._proc.side_scopes or ())
+    return actor._proc.side_task_count()
 
 
 async def _until(done: Any, timeout: float = 10.0) -> None:
