@@ -349,12 +349,23 @@ class ConnectionActor(sv.Actor):
     # -- the reader -----------------------------------------------------------------------------
     async def reader(self) -> None:
         """Run by the gateway's handler task beside the actor (``sv.run_beside``)."""
+        ws = self.ws
+        # Messages the library's reader task has queued are taken without a checkpoint
+        # (``get_message`` is one per message, and the reader task then runs again for each:
+        # two passes of the scheduler per frame under load). At most the queue's bound
+        # (``_http.MESSAGE_QUEUE``) is taken before the reader task must run again.
+        queued = getattr(ws, "_recv_channel", None)
         while True:
             try:
-                data = await self.ws.get_message()
-            except ConnectionClosed:
-                self.stop()
-                return
+                if queued is None:
+                    raise trio.WouldBlock
+                data = queued.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                try:
+                    data = await ws.get_message()
+                except ConnectionClosed:
+                    self.stop()
+                    return
             if self.closing or self.node.draining:
                 continue  # stopping: nothing more is taken (unaccepted: the client resends)
             now = self.heard = trio.current_time()

@@ -26,6 +26,13 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
 
+# Messages trio-websocket's reader task may parse ahead of the connection's reader (its
+# default is 1): a client's frames arriving together are handed over in one run of each task
+# instead of one task switch each way per frame (``ConnectionActor.reader``). Memory bound per
+# connection: this many messages of up to ``max_message_size``.
+MESSAGE_QUEUE = 8
+
+
 class PrefixedStream(trio.abc.Stream):
     """A stream whose first bytes were already read: they are returned again first."""
 
@@ -194,7 +201,10 @@ class HttpServer:
                 del head
                 async with trio.open_nursery() as nursery:
                     request = await trio_websocket.wrap_server_stream(
-                        nursery, replay, max_message_size=self.max_message_size
+                        nursery,
+                        replay,
+                        max_message_size=self.max_message_size,
+                        message_queue_size=MESSAGE_QUEUE,
                     )
                     del replay
                     try:
