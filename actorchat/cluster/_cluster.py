@@ -99,6 +99,9 @@ class Peer:
         self.name, self.incarnation, self.address = name, incarnation, address
         self.send_channel, self.receive_channel = trio.open_memory_channel[Any](PEER_QUEUE)
         self.pending: dict[tuple[str, str], MailItem] = {}  # sent, no `accepted` back yet
+        # release requests sent on this link, no `released` back yet: their waiters, woken
+        # (as a "no") when the link ends (``Cluster._request_release``)
+        self.releases: set[trio.Event] = set()
         # group copies sent, no `group_safe` back yet: (member, sender, id) -> item
         self.copies: dict[tuple[str, str, str], MailItem] = {}
         self.up = False
@@ -284,13 +287,18 @@ class Cluster:
         self.requests[req] = (done, result)
         try:
             control = Control("release", req, user, self.name, self.incarnation)
-            if not peer.put_nowait(control):
+            if not peer.up or not peer.put_nowait(control):
                 return False
+            # A link that ends before the answer ends the wait too (``run_peer``): a holder
+            # killed with SIGKILL never answers, and its users then waited the full bound
+            # (15 s by default) before waiting out its lease.
+            peer.releases.add(done)
             with trio.move_on_after(self.lease + self.node.settings.ack_timeout):
                 await done.wait()
             return result[0]
         finally:
             self.requests.pop(req, None)
+            peer.releases.discard(done)
 
     async def _release(self, origin: str, control: Control) -> None:
         """A peer asks us to hand ``control.user`` over: close the user's connection, stop the
@@ -759,6 +767,9 @@ class Cluster:
                     finally:
                         peer.up = False
                         self._fail_pending(peer)
+                        for waiting in peer.releases:  # unanswered: "no", now
+                            waiting.set()
+                        peer.releases.clear()
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
         except Exception as e:

@@ -5,7 +5,9 @@ down within the lease)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import signal
 import subprocess
 import sys
 import time
@@ -142,3 +144,46 @@ def test_kill9_of_a_node_while_traffic_flows_loses_nothing_accepted(cluster_node
         ["n1", "up"], ["n2", "up"], ["n3", "down"]], table
     for node in nodes[:2]:
         assert node.terminate(timeout=30) == 0
+
+
+def test_users_of_a_hung_node_are_served_again_once_its_link_and_lease_end(cluster_nodes):
+    """A node that hangs (SIGSTOP: its sockets stay open, nothing answers) while its users
+    are idle. A login elsewhere asks it to let the user go; the ask ends with the link (its
+    pings go unanswered) and the user is served once the hung node's lease lapses. The ask
+    once waited lease + ack timeout for an answer that could not come (15 s with the
+    defaults: benchmarks/cluster.py's SIGKILL failover took 15 s, not ~5)."""
+    slow_acks = {"ack_timeout": 30.0}  # the old bound on the ask: lease + 30 s
+    nodes = [cluster_nodes(f"n{i + 1}", **slow_acks) for i in range(2)]
+    ports = [node.port for node in nodes]
+    wait_for(lambda: all(len(status(p)["linked"]) == 1 for p in ports), 20, "links up")
+    users = USERS[:3]
+    with SyncClient.connect(ports[0]) as c:
+        for user in users:
+            c.register(user)
+    held = contextlib.ExitStack()
+    tokens = {}
+    for user in users:  # logged in on n2, then idle
+        tokens[user] = held.enter_context(SyncClient.connect(ports[1])).login(user)
+    nodes[1].proc.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    served: list[float] = []
+    try:
+        for user in users:
+            deadline = time.monotonic() + 40
+            while True:
+                assert time.monotonic() < deadline, f"{user} not served again"
+                with SyncClient.connect(ports[0]) as c:
+                    c.send(type="resume", token=tokens[user])
+                    c.until(lambda c=c: len(c.frames) > 0, timeout=45)
+                if c.frames[0]["type"] == "welcome":
+                    served.append(time.monotonic() - stopped)
+                    break
+                assert c.frames[0].get("code") == "unavailable", c.frames[0]
+                time.sleep(0.1)
+    finally:
+        nodes[1].proc.kill()
+        with contextlib.suppress(Exception):
+            held.close()
+    print(f"users of a hung node served again after {served} s (lease {LEASE} s)")
+    assert max(served) <= LEASE * 4, served
+    assert nodes[0].terminate(timeout=30) == 0
