@@ -362,8 +362,9 @@ class ConnectionActor(sv.Actor):
                 data = queued.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 try:
-                    data = await ws.get_message()
-                except ConnectionClosed:
+                    # What ``get_message`` does, one coroutine frame less per idle user.
+                    data = await (ws.get_message() if queued is None else queued.receive())
+                except (ConnectionClosed, trio.EndOfChannel, trio.ClosedResourceError):
                     self.stop()
                     return
             if self.closing or self.node.draining:

@@ -57,10 +57,16 @@ class _EagerSend:
 
 def eager_receive(ws: WebSocketConnection) -> None:
     """Make ``ws``'s reader task hand messages over without a checkpoint (``_EagerSend``);
-    a no-op on a connection without the library's ``_send_channel`` (another version)."""
+    a no-op on a connection without the library's ``_send_channel`` (another version).
+    Also, once the gateway's ``PrefixedStream`` has replayed the request's head, the library
+    reads and writes the socket stream itself: one object and a bound method less per user,
+    and no unwrapping per write (``_send_now``)."""
     channel = getattr(ws, "_send_channel", None)
     if type(channel) is trio.MemorySendChannel:
         ws._send_channel = _EagerSend(channel)  # type: ignore[assignment]
+    stream = getattr(ws, "_stream", None)
+    if type(stream) is PrefixedStream and not stream._prefix:
+        ws._stream = stream._stream  # type: ignore[assignment]
 
 
 async def abort_stream(ws: WebSocketConnection) -> None:

@@ -231,3 +231,14 @@ async def test_a_write_cancelled_half_way_then_aborted_reads_as_a_dropped_connec
             while True:  # whole frames, then the drop
                 assert await client.get_message() == big
     assert closed.value.reason.code == 1006
+
+
+async def test_eager_receive_drops_the_gateway_stream_once_its_head_was_replayed(nursery):
+    server, client, stream = await _tcp_pair(nursery, prefixed=True)
+    assert type(server._stream) is PrefixedStream
+    eager_receive(server)
+    assert server._stream is stream  # the socket stream itself
+    await send_texts(server, ["out"])
+    assert await client.get_message() == "out"
+    await client.send_message("in")
+    assert await server.get_message() == "in"
