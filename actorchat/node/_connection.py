@@ -356,11 +356,15 @@ class ConnectionActor(sv.Actor):
         # (``_http.MESSAGE_QUEUE``) is taken before the reader task must run again.
         queued = getattr(ws, "_recv_channel", None)
         while True:
-            try:
-                if queued is None:
-                    raise trio.WouldBlock
-                data = queued.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            data = None
+            if queued is not None:
+                try:
+                    data = queued.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    pass
+            if data is None:
+                # Not inside the ``except`` above: an idle reader waiting there kept the
+                # exception, its traceback and a frame alive (~400 bytes per idle user).
                 try:
                     # What ``get_message`` does, one coroutine frame less per idle user.
                     data = await (ws.get_message() if queued is None else queued.receive())
