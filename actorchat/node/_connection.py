@@ -44,7 +44,7 @@ from ._messages import (
     OutReceipts,
     ReadMail,
 )
-from ._wsout import abort_stream, send_texts
+from ._wsout import abort_stream, send_rest, send_texts_now
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -311,28 +311,31 @@ class ConnectionActor(sv.Actor):
         if not frames:
             return
         stall = self.node.settings.send_stall_timeout
-        # One cancel scope for the whole batch (entering one per frame showed in the profile),
-        # its deadline moved forward before each write: each write (one socket send for all
-        # the frames of a flush, up to WRITE_BYTES) still gets `stall` seconds.
-        with trio.CancelScope() as scope:
-            for chunk in write_chunks(frames, WRITE_BYTES):
-                scope.deadline = trio.current_time() + stall
-                try:
-                    await send_texts(self.ws, chunk)
-                except ConnectionClosed:
-                    self.stop()
-                    return
-        if scope.cancelled_caught:
-            log.info("closing a stalled connection of %s", self.user)
-            self.node.metrics["stalled_closed"] += 1
-            self.closing = True
-            # The cancelled write may have left half a frame in the socket: a close frame
-            # after it would read as the rest of that frame (the client saw 1007, or worse).
-            # So the TCP stream is closed without one: the client sees the connection drop
-            # (1006) after its last whole frame, and resends what was not accepted.
-            await abort_stream(self.ws)
-            self.stop()
-            return
+        for chunk in write_chunks(frames, WRITE_BYTES):
+            try:
+                # What the socket takes at once goes without a cancel scope (entering one
+                # with a deadline per flush showed in the profile) and without a checkpoint.
+                rest = send_texts_now(self.ws, chunk)
+                if rest is None:
+                    continue
+                # The rest waits for room, up to `stall` seconds (each chunk its own).
+                with trio.move_on_after(stall) as scope:
+                    await send_rest(self.ws, rest)
+            except ConnectionClosed:
+                self.stop()
+                return
+            if scope.cancelled_caught:
+                log.info("closing a stalled connection of %s", self.user)
+                self.node.metrics["stalled_closed"] += 1
+                self.closing = True
+                # The cancelled write may have left half a frame in the socket: a close
+                # frame after it would read as the rest of that frame (the client saw 1007,
+                # or worse). So the TCP stream is closed without one: the client sees the
+                # connection drop (1006) after its last whole frame, and resends what was
+                # not accepted.
+                await abort_stream(self.ws)
+                self.stop()
+                return
 
     async def _close(self, code: int, reason: str) -> None:
         self.closing = True

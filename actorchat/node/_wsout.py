@@ -108,12 +108,25 @@ def _send_now(stream: object, data: bytes) -> int:
         raise trio.BrokenResourceError(f"socket send failed: {e}") from e
 
 
-async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
-    """Send ``texts`` in order, one WebSocket message each; raises ``ConnectionClosed``."""
+class Rest:
+    """What ``send_texts_now`` could not write at once; ``send_rest`` writes it."""
+
+    __slots__ = ("broken", "data", "locked", "sent", "texts")
+
+    def __init__(
+        self, data: bytes = b"", sent: int = 0, locked: bool = False, broken: bool = False,
+        texts: list[str] | None = None,
+    ) -> None:
+        self.data, self.sent, self.locked, self.broken = data, sent, locked, broken
+        self.texts = texts  # another library version: each text through ``send_message``
+
+
+def send_texts_now(ws: WebSocketConnection, texts: list[str]) -> Rest | None:
+    """Frame ``texts`` (one WebSocket message each) and write what the socket takes now,
+    without a checkpoint; None if it took everything, else the ``Rest`` for ``send_rest``
+    (it holds the connection's write lock meanwhile). Raises ``ConnectionClosed``."""
     if not batchable(ws):
-        for text in texts:
-            await ws.send_message(text)
-        return
+        return Rest(texts=texts)
     if ws._close_reason:
         raise ConnectionClosed(ws._close_reason)
     proto = ws._wsproto
@@ -125,9 +138,33 @@ async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
     try:
         lock.acquire_nowait()
     except trio.WouldBlock:  # the library's reader task is writing (a pong, a close)
-        await lock.acquire()
+        return Rest(data)
     try:
         sent = _send_now(ws._stream, data)
+    except trio.BrokenResourceError:
+        return Rest(data, locked=True, broken=True)
+    if sent == len(data):
+        lock.release()
+        return None
+    return Rest(data, sent, locked=True)
+
+
+async def send_rest(ws: WebSocketConnection, rest: Rest) -> None:
+    """Write what ``send_texts_now`` left (waiting for the socket); raises
+    ``ConnectionClosed``."""
+    if rest.texts is not None:
+        for text in rest.texts:
+            await ws.send_message(text)
+        return
+    lock = ws._stream_lock
+    if not rest.locked:
+        await lock.acquire()
+    try:
+        if rest.broken:
+            raise trio.BrokenResourceError
+        data, sent = rest.data, rest.sent
+        if not rest.locked:
+            sent = _send_now(ws._stream, data)
         if sent < len(data):
             await ws._stream.send_all(memoryview(data)[sent:] if sent else data)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -136,3 +173,10 @@ async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
         raise ConnectionClosed(ws._close_reason) from None
     finally:
         lock.release()
+
+
+async def send_texts(ws: WebSocketConnection, texts: list[str]) -> None:
+    """Send ``texts`` in order, one WebSocket message each; raises ``ConnectionClosed``."""
+    rest = send_texts_now(ws, texts)
+    if rest is not None:
+        await send_rest(ws, rest)

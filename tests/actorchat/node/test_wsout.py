@@ -16,7 +16,9 @@ from actorchat.node._wsout import (
     abort_stream,
     batchable,
     eager_receive,
+    send_rest,
     send_texts,
+    send_texts_now,
 )
 
 
@@ -242,3 +244,47 @@ async def test_eager_receive_drops_the_gateway_stream_once_its_head_was_replayed
     assert await client.get_message() == "out"
     await client.send_message("in")
     assert await server.get_message() == "in"
+
+
+async def test_send_texts_now_writes_what_the_socket_takes_and_leaves_the_rest(nursery):
+    """What the kernel takes goes at once (None: nothing left); a full socket leaves a
+    ``Rest`` holding the write lock, and ``send_rest`` writes it once the client reads."""
+    server, client, _ = await _tcp_pair(nursery, prefixed=True)
+    assert send_texts_now(server, ["small"]) is None
+    assert await client.get_message() == "small"
+    big = ["y" * 500_000] * 10
+    rest = send_texts_now(server, big)
+    assert rest is not None and rest.locked and 0 <= rest.sent < len(rest.data)
+    assert server._stream_lock.locked()  # held for the rest: nothing can cut in
+
+    async def read_all() -> None:
+        for text in big:
+            assert await client.get_message() == text
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read_all)
+        with trio.fail_after(10):
+            await send_rest(server, rest)
+    assert not server._stream_lock.locked()
+
+
+async def test_a_rest_whose_lock_was_busy_waits_for_it():
+    """The library's reader was writing (a pong): the rest takes the lock first."""
+    async with trio.open_nursery() as nursery:
+        server, client, _ = await _pair(nursery)
+        release = trio.Event()
+
+        async def pong() -> None:  # another task holds the lock meanwhile
+            async with server._stream_lock:
+                await release.wait()
+
+        nursery.start_soon(pong)
+        await trio.sleep(0.01)
+        rest = send_texts_now(server, ["after the pong"])
+        assert rest is not None and not rest.locked
+        nursery.start_soon(send_rest, server, rest)
+        await trio.sleep(0.01)
+        release.set()
+        with trio.fail_after(5):
+            assert await client.get_message() == "after the pong"
+        nursery.cancel_scope.cancel()
