@@ -204,8 +204,9 @@ class ConnectionActor(sv.Actor):
         self.node.metrics["connections"] -= 1
         self.node.connection_actors.discard(self)
         self._leave()
-        with trio.move_on_after(1.0):
-            await self.ws.aclose()
+        if self.ws.closed is None:  # not closed by the client already (no scope needed then)
+            with trio.move_on_after(1.0):
+                await self.ws.aclose()
 
     def _leave(self) -> None:
         if self.user is not None:

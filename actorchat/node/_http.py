@@ -217,8 +217,10 @@ class HttpServer:
                         # trio's serve_tcp closes it (forcefully) once we return. So the
                         # graceful close below is skipped: it cost two cancel scopes and a
                         # checkpoint per connection (a token login storm).
-                        with trio.move_on_after(1.0):
-                            await request._connection.aclose()
+                        ws = request._connection
+                        if ws.closed is None:  # usually closed by now: no scope for nothing
+                            with trio.move_on_after(1.0):
+                                await ws.aclose()
                         nursery.cancel_scope.cancel()
                         closed = True
                 return
