@@ -527,11 +527,15 @@ class ConnectionActor(sv.Actor):
                 )
                 return
             media = msgspec.json.encode(shared).decode()
-        message = Incoming(user, frame.id, frame.body, None, media)
         if MESSAGES.isEnabledFor(DEBUG):  # the first line of a message's life (logs.py)
             trace("received", node.settings.node_name, user, frame.id, to)
-        if node.cluster is not None and await node.cluster.route_send(self, to, message, frame.id):
-            return  # owned by another node: it crossed the link (or was refused)
+        # The message as a call carries it (no `reply`), made only where it is needed: the
+        # fast path below casts one of its own.
+        message = None
+        if node.cluster is not None:
+            message = Incoming(user, frame.id, frame.body, None, media)
+            if await node.cluster.route_send(self, to, message, frame.id):
+                return  # owned by another node: it crossed the link (or was refused)
         for _attempt in range(3):
             ref = await node.registry.mailbox(to)
             queue = node.registry.queues.get(to)
@@ -557,6 +561,8 @@ class ConnectionActor(sv.Actor):
                 except sv.ActorDeadError:
                     continue  # gone: the registry starts or finds the next one
                 return
+            if message is None:
+                message = Incoming(user, frame.id, frame.body, None, media)
             try:
                 # A long mailbox: wait for our turn (back-pressure on this client, so one
                 # sender adds at most CAST_DEPTH casts to it). No timeout: the mailbox answers
