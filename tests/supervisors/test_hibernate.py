@@ -403,6 +403,20 @@ async def test_run_beside_crashes_the_actor_when_it_raises(autojump_clock):
         assert log[2] == ("start", "w")
 
 
+def _counting_sleepers(count_tasks: Any, worlds: list[Any]) -> Any:
+    """The fuzz harness's task count, with a task added back for each hibernated worker: it
+    expects two tasks per live worker (its loop and a side task), and a hibernated one has
+    only the side task."""
+
+    def count_with_sleepers(name: str) -> int | None:
+        tasks = count_tasks(name)
+        if tasks is None or not worlds:
+            return tasks
+        return tasks + sum(1 for worker in worlds[0].live if worker.ref.is_hibernating())
+
+    return count_with_sleepers
+
+
 def test_the_model_holds_with_every_idle_worker_hibernated():
     settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
     worlds: list[Any] = []
@@ -417,13 +431,7 @@ def test_the_model_holds_with_every_idle_worker_hibernated():
             hibernated += len(asleep)
             await trio.testing.wait_all_tasks_blocked()
 
-    def count_with_sleepers(name: str) -> int | None:
-        # The harness expects two tasks per live worker (its loop and a side task): a
-        # hibernated one has only the side task.
-        tasks = count_tasks(name)
-        if tasks is None or not worlds:
-            return tasks
-        return tasks + sum(1 for worker in worlds[0].live if worker.ref.is_hibernating())
+    count_with_sleepers = _counting_sleepers(count_tasks, worlds)
 
     with (
         mock.patch.object(_fuzz._Harness, "settle", settle_and_hibernate),
@@ -457,11 +465,7 @@ def test_the_model_holds_with_every_worker_asking_to_hibernate():
         worlds[:] = [self.world]
         asleep += sum(1 for worker in self.world.live if worker.ref.is_hibernating())
 
-    def count_with_sleepers(name: str) -> int | None:
-        tasks = count_tasks(name)
-        if tasks is None or not worlds:
-            return tasks
-        return tasks + sum(1 for worker in worlds[0].live if worker.ref.is_hibernating())
+    count_with_sleepers = _counting_sleepers(count_tasks, worlds)
 
     with (
         mock.patch.object(RecordingWorker, "on_start", napping_on_start),

@@ -117,12 +117,9 @@ async def _tcp_pair(nursery: trio.Nursery, prefixed: bool = False):  # type: ign
     return server, client, server_stream
 
 
-@pytest.mark.parametrize("prefixed", [False, True])
-async def test_on_tcp_a_write_the_kernel_takes_goes_out_without_send_all(
-    nursery, monkeypatch, prefixed
-):
-    server, client, stream = await _tcp_pair(nursery, prefixed)
-    calls = []
+def count_send_all(monkeypatch: pytest.MonkeyPatch, stream: trio.SocketStream) -> list[int]:
+    """The sizes of the ``send_all`` calls on ``stream`` from now on (they still send)."""
+    calls: list[int] = []
     send_all = stream.send_all
 
     async def counted(data):  # type: ignore[no-untyped-def]
@@ -130,6 +127,15 @@ async def test_on_tcp_a_write_the_kernel_takes_goes_out_without_send_all(
         await send_all(data)
 
     monkeypatch.setattr(stream, "send_all", counted)
+    return calls
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+async def test_on_tcp_a_write_the_kernel_takes_goes_out_without_send_all(
+    nursery, monkeypatch, prefixed
+):
+    server, client, stream = await _tcp_pair(nursery, prefixed)
+    calls = count_send_all(monkeypatch, stream)
     await send_texts(server, ["one", "two"])
     assert [await client.get_message() for _ in range(2)] == ["one", "two"]
     assert calls == []  # the socket took it at once: no send_all, no checkpoint
@@ -139,14 +145,7 @@ async def test_on_tcp_what_the_kernel_does_not_take_waits_in_send_all_in_order(
     nursery, monkeypatch
 ):
     server, client, stream = await _tcp_pair(nursery)
-    calls = []
-    send_all = stream.send_all
-
-    async def counted(data):  # type: ignore[no-untyped-def]
-        calls.append(len(data))
-        await send_all(data)
-
-    monkeypatch.setattr(stream, "send_all", counted)
+    calls = count_send_all(monkeypatch, stream)
     big = ["a" * 1_000_000, "b" * 1_000_000, "c" * 1_000_000]  # far over a socket buffer
     got: list[str] = []
 
