@@ -98,7 +98,7 @@ def after_yield(depth: int) -> int:
 # A `send` is cast to the recipient's mailbox while it holds fewer messages than this, and
 # called (waiting for its turn) beyond: the bound on what one sender can queue there.
 CAST_DEPTH = 64
-# Frames written with one socket send (``_wsout.send_texts``) hold up to about this many
+# Frames written with one socket send (``_wsout.send_texts_now``) hold up to about this many
 # characters, so the stall timeout still times a bounded amount of data.
 WRITE_BYTES = 4 * 1024
 

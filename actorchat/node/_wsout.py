@@ -92,9 +92,9 @@ def batchable(ws: WebSocketConnection) -> bool:
 def _send_now(stream: object, data: bytes) -> int:
     """Write what the kernel takes of ``data`` to ``stream``'s socket without blocking and
     without a checkpoint; how many bytes it took (0: none, or not a plain socket stream).
-    A broken or closed socket raises ``trio.BrokenResourceError``."""
-    if type(stream) is PrefixedStream:  # the gateway's stream (``_http.py``)
-        stream = stream._stream
+    A broken or closed socket raises ``trio.BrokenResourceError``. (The gateway's
+    ``PrefixedStream`` is dropped at accept, ``eager_receive``: the node's connections write
+    to the socket stream itself.)"""
     if type(stream) is not trio.SocketStream:
         return 0
     sock = getattr(stream.socket, "_sock", None)

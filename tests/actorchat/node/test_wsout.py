@@ -135,6 +135,8 @@ async def test_on_tcp_a_write_the_kernel_takes_goes_out_without_send_all(
     nursery, monkeypatch, prefixed
 ):
     server, client, stream = await _tcp_pair(nursery, prefixed)
+    if prefixed:
+        eager_receive(server)  # as the gateway does at accept: drops the PrefixedStream
     calls = count_send_all(monkeypatch, stream)
     await send_texts(server, ["one", "two"])
     assert [await client.get_message() for _ in range(2)] == ["one", "two"]
@@ -217,6 +219,7 @@ async def test_a_write_cancelled_half_way_then_aborted_reads_as_a_dropped_connec
     whole frames and then a dropped connection (1006), never a close frame read as the rest
     of a frame (1007 or a protocol error)."""
     server, client, stream = await _tcp_pair(nursery, prefixed=True)
+    eager_receive(server)  # as the gateway does at accept
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     await send_texts(server, ["first"])  # sits in the client library's message channel
     big = "x" * 500_000
@@ -249,6 +252,7 @@ async def test_send_texts_now_writes_what_the_socket_takes_and_leaves_the_rest(n
     """What the kernel takes goes at once (None: nothing left); a full socket leaves a
     ``Rest`` holding the write lock, and ``send_rest`` writes it once the client reads."""
     server, client, _ = await _tcp_pair(nursery, prefixed=True)
+    eager_receive(server)  # as the gateway does at accept
     assert send_texts_now(server, ["small"]) is None
     assert await client.get_message() == "small"
     big = ["y" * 500_000] * 10
