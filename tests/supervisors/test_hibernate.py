@@ -60,6 +60,19 @@ def tasks_named(name: str) -> int:
     return count
 
 
+class Watcher(sv.Actor):
+    """Monitors each ref it is sent; records the reason of each ``Down`` in ``downs``."""
+
+    def __init__(self, downs: list[Any]) -> None:
+        self.downs = downs
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, sv.Down):
+            self.downs.append(message.reason)
+        else:
+            self.monitor(message)
+
+
 def one_for_one(*children: sv.ChildSpec) -> sv.SupervisorSpec:
     return sv.SupervisorSpec(sv.SupervisorFlags(sv.ONE_FOR_ONE, intensity=10, period=5.0), children)
 
@@ -130,15 +143,9 @@ async def test_stop_while_hibernated_runs_on_stop(autojump_clock):
 async def test_kill_while_hibernated_skips_on_stop_and_monitors_see_killed(autojump_clock):
     log: list[Any] = []
     downs: list[Any] = []
-
-    class Watcher(sv.Actor):
-        async def receive(self, message: Any) -> Any:
-            if isinstance(message, sv.Down):
-                downs.append(message.reason)
-            else:
-                self.monitor(message)
-
-    spec = one_for_one(sv.ChildSpec("w", Sleeper, (log,)), sv.ChildSpec("watcher", Watcher))
+    spec = one_for_one(
+        sv.ChildSpec("w", Sleeper, (log,)), sv.ChildSpec("watcher", Watcher, (downs,))
+    )
     async with sv.open_supervisor(spec) as sup:
         ref = sup.whereis("w")
         await sup.whereis("watcher").call(ref)
@@ -215,17 +222,9 @@ async def test_a_deferred_call_outlives_hibernation(autojump_clock):
 async def test_a_killed_supervisor_finishes_its_hibernated_children(autojump_clock):
     log: list[Any] = []
     downs: list[Any] = []
-
-    class Watcher(sv.Actor):
-        async def receive(self, message: Any) -> Any:
-            if isinstance(message, sv.Down):
-                downs.append(message.reason)
-            else:
-                self.monitor(message)
-
     inner = one_for_one(sv.ChildSpec("w", Sleeper, (log,)))
     spec = one_for_one(
-        sv.ChildSpec("watcher", Watcher),
+        sv.ChildSpec("watcher", Watcher, (downs,)),
         sv.ChildSpec("inner", lambda: inner, kind=sv.SUPERVISOR, shutdown=sv.BRUTAL_KILL),
     )
     async with sv.open_supervisor(spec) as sup:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from cluster_harness import CLUSTER_SECRET, LEASE
-from node_harness import NodeProcess, make_settings, stop_node
+from node_harness import NodeProcess, make_settings, stop_nodes
 
 from actorchat.node import Node
 
@@ -101,7 +101,5 @@ async def cluster(
             return node
 
         yield start
-        with trio.fail_after(60):
-            for node in reversed(nodes):
-                await stop_node(node)
+        await stop_nodes(nodes)
         nursery.cancel_scope.cancel()

@@ -25,14 +25,19 @@ from actorchat.store import StoreUnavailable
 pytestmark = pytest.mark.postgres
 
 
+async def alice_and_bob(alice: Client, bob: Client) -> None:
+    """Register both users (through alice's node) and log each in on its own connection."""
+    await alice.register("alice")
+    await alice.register("bob")
+    await alice.login("alice")
+    await bob.login("bob")
+
+
 async def test_login_on_another_node_takes_over_and_moves_unacked_mail_in_order(cluster):
     n1, n2 = await cluster("n1"), await cluster("n2")
     await linked(n1, n2)
     async with Client.connect(n1.port) as alice, Client.connect(n2.port, auto_ack=False) as bob:
-        await alice.register("alice")
-        await alice.register("bob")
-        await alice.login("alice")
-        await bob.login("bob")
+        await alice_and_bob(alice, bob)
         first = [await alice.send_message("bob", f"a{i}") for i in range(20)]
         await bob.until(lambda: len(bob.deliveries) >= 20)
         assert [d["id"] for d in bob.deliveries] == first
@@ -54,10 +59,7 @@ async def test_a_burst_crosses_in_batches_one_mailbox_call_per_frame_in_order(cl
     n1, n2 = await cluster("n1"), await cluster("n2")
     await linked(n1, n2)
     async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
-        await alice.register("alice")
-        await alice.register("bob")
-        await alice.login("alice")
-        await bob.login("bob")
+        await alice_and_bob(alice, bob)
         sent = [await alice.send_message("bob", f"m{i}") for i in range(300)]
         sent += [await alice.send_message("bob", "again", id=id) for id in sent[:20]]  # repeats
         await bob.until(lambda: len(bob.delivered_ids()) >= 300, timeout=20)
@@ -81,10 +83,7 @@ async def test_cut_link_mail_arrives_through_the_store_in_order(cluster, nursery
     n1 = await cluster("n1")
     await linked(n1, n2)
     async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
-        await alice.register("alice")
-        await alice.register("bob")
-        await alice.login("alice")
-        await bob.login("bob")
+        await alice_and_bob(alice, bob)
         before = [await alice.send_message("bob", f"a{i}") for i in range(30)]
         await bob.until(lambda: len(bob.delivered_ids()) >= 30)
         proxy.cut()
@@ -187,10 +186,7 @@ async def test_a_node_that_loses_its_lease_fences_itself_and_rejoins_owning_noth
         return await read(method, *args)
 
     async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
-        await alice.register("alice")
-        await alice.register("bob")
-        await alice.login("alice")
-        await bob.login("bob")
+        await alice_and_bob(alice, bob)
         first = [await alice.send_message("bob", f"a{i}") for i in range(20)]
         await bob.until(lambda: len(bob.delivered_ids()) >= 20)
         old = n2.cluster.incarnation

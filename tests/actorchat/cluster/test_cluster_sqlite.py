@@ -13,7 +13,7 @@ from cluster_harness import CLUSTER_SECRET, LEASE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
 from client import Client
-from node_harness import make_settings, stop_node
+from node_harness import make_settings, stop_nodes
 
 from actorchat.node import Node
 
@@ -45,6 +45,5 @@ async def test_two_nodes_on_one_sqlite_file_deliver_across_and_warn(
             await b.until(lambda: len(b.delivered_ids()) >= 50)
             await a.until(lambda: set(ids) <= set(a.accepted))
             assert b.delivered_ids() == ids
-        for node in reversed(nodes):
-            await stop_node(node)
+        await stop_nodes(nodes)
         nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ import trio
 # modules can import their helpers (client, node_harness).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node_harness import NodeProcess, make_settings, stop_node
+from node_harness import NodeProcess, make_settings, stop_nodes
 
 from actorchat.node import Node
 
@@ -60,9 +60,7 @@ async def start_node(
             return node
 
         yield start
-        with trio.fail_after(60):
-            for node in reversed(nodes):
-                await stop_node(node)
+        await stop_nodes(nodes)
         nursery.cancel_scope.cancel()
 
 

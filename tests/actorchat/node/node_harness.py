@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 import supervisors as sv
 from actorchat.config import Settings
@@ -58,6 +59,13 @@ async def stop_node(node: Node) -> None:
     if node.sup.is_alive():
         node.sup.stop()
         await node.sup.wait()
+
+
+async def stop_nodes(nodes: list[Node], timeout: float = 60) -> None:
+    """Stop in-process nodes, the last started first (a test's nodes at teardown)."""
+    with trio.fail_after(timeout):
+        for node in reversed(nodes):
+            await stop_node(node)
 
 
 def restart_counts(snapshot: sv.TreeSnapshot, path: str = "") -> list[tuple[str, int]]:
