@@ -40,6 +40,14 @@ monitors then fire with ``KILLED``, as for a child cancelled with the nursery). 
 ``self.hibernate()`` (OTP's ``{noreply, State, hibernate}``): the loop then ends its task the
 next time it would park on an empty mailbox, instead of parking.
 
+Ending a hibernated incarnation needs a task only for what its ending awaits. A kill
+finishes it at once (no ``on_stop``). A stop or a crash calls ``on_stop`` at once, in the
+stopper's call and in the actor's context: ``on_stop`` may be a plain function, which
+returns None when it has nothing to await (the incarnation then finishes there) or an
+awaitable for the rest, and only that is run in a fresh task (an ``async def on_stop``
+returns its coroutine unstarted: all of it runs there). A connection asleep between its login
+and its logout then ends without a task start. Guarded by ``test_hibernate.py``.
+
 ``run_beside(ref, fn)`` runs a side task in the *calling* task rather than a task of its own (a
 socket's reader in the server's handler task, which would otherwise only wait): cancelled when
 the incarnation exits, and it crashes the incarnation if it raises, as ``start_task``. With
@@ -353,6 +361,11 @@ class Actor:
 
     mailbox_size: ClassVar[int] = 1000
     trap_exits: ClassVar[bool] = False
+    #: OTP's ``{ok, State, hibernate}`` from ``init``: a supervised worker without
+    #: ``on_start`` starts hibernated, with no task until its first message (or stop, kill,
+    #: exit signal). Ignored where hibernation is (``ActorRef.hibernate``) and for an actor
+    #: with ``on_start``, which its task runs.
+    start_asleep: ClassVar[bool] = False
     #: Shown beside the id in ``snapshot()`` (say, which user a dynamic child serves: the
     #: children of a simple_one_for_one supervisor share their template's id).
     label: str | None = None
@@ -371,8 +384,12 @@ class Actor:
         """Handle one message. Raising crashes the actor with ``Error(exception)``."""
         return None
 
-    async def on_stop(self, reason: ExitReason) -> None:
-        """Runs when the actor stops for any reason but ``KILLED``."""
+    def on_stop(self, reason: ExitReason) -> Awaitable[None] | None:
+        """Runs when the actor stops for any reason but ``KILLED``: an ``async def``, or a
+        plain ``def`` returning None or an awaitable that is then awaited (the part that must
+        wait, if any). A hibernated actor whose ``on_stop`` returns None stops without a task
+        of its own (see the module docstring)."""
+        return None
 
     # -- helpers for use inside the actor ------------------------------------------------------
     def stop(self, reason: ExitReason = NORMAL) -> None:
@@ -544,6 +561,9 @@ class _Process:
         if self.state == EXITED or self.stop_reason is not None:
             return
         self.stop_reason = reason
+        if self.hibernated is True:
+            self._end_asleep(reason)
+            return
         self.cell.mailbox.wake()
 
     def kill(self, reason: ExitReason = KILLED) -> None:
@@ -551,6 +571,9 @@ class _Process:
             return
         if self.forced_reason is None:
             self.forced_reason = reason
+        if self.hibernated is True:  # no task to cancel, and no on_stop to run
+            self._finish(self.forced_reason)
+            return
         if self.scope is not None:
             self.scope.cancel()
         else:
@@ -564,7 +587,9 @@ class _Process:
             return
         if self.crash_reason is None:
             self.crash_reason = reason
-        if self.scope is None:
+        if self.hibernated is True:
+            self._end_asleep(self.crash_reason)
+        elif self.scope is None:
             self._interrupt_idle_wait()
         elif self.state != STOPPING:
             self.scope.cancel()  # the work scope; a crash lets on_stop run
@@ -624,6 +649,22 @@ class _Process:
             context = home
         self.context = context
 
+    def sleep_from_start(self, context: contextvars.Context) -> bool:
+        """Start asleep (``Actor.start_asleep``) instead of in a task: True if it did (it is
+        running, hibernated, and ``context`` is the one its first task will copy); False,
+        and nothing done, where it may not (the caller then starts its task)."""
+        if type(self.actor).on_start is not _BASE_ON_START or self.cell.mailbox._items:
+            return False
+        self.state = RUNNING  # as ``may_hibernate`` wants it; undone below if it may not
+        if not self.may_hibernate():
+            self.state = STARTING
+            return False
+        self._started()
+        self.hibernated = True
+        self.context = context
+        self.cell.mailbox._sleeper = self
+        return True
+
     def resume(self) -> None:
         """Run the hibernated incarnation again, in a fresh task in its nursery and context."""
         self.hibernated = False
@@ -632,6 +673,55 @@ class _Process:
         assert context is not None
         name = self.cell.name or type(self.actor).__name__
         context.run(self.nursery.start_soon, self.run, name=name)
+
+    def _end_asleep(self, reason: ExitReason) -> None:
+        """Stop or crash a hibernated incarnation with ``reason``: ``on_stop`` is called
+        here, in its context, and only an awaitable it returns gets a task (see the module
+        docstring)."""
+        context = self.context
+        assert context is not None
+        self.hibernated = False  # awake for what follows: a message on_stop sends itself stays
+        self.context = None  # queued (as for an awake actor), it does not start a task
+        self.cell.mailbox._sleeper = None
+        self.state = STOPPING
+        pending, final = None, reason
+        if type(self.actor).on_stop is not _BASE_ON_STOP:
+            # A copy: the context may be the supervisor's, which starting a child enters.
+            pending, final = context.copy().run(_call_on_stop, self.actor, reason)
+        if pending is None:
+            self._finish(final)
+        else:
+            name = self.cell.name or type(self.actor).__name__
+            context.run(self.nursery.start_soon, self._stop_task, pending, final, name=name)
+
+    async def _stop_task(self, pending: Awaitable[None], reason: ExitReason) -> None:
+        """The task of what a hibernated incarnation's ``on_stop`` awaits (``_end_asleep``)."""
+        final: ExitReason = KILLED  # if cancelled from outside
+        try:
+            final = await self._await_on_stop(pending, reason)
+        finally:
+            self._finish(final)
+
+    async def _await_on_stop(self, pending: Awaitable[None], reason: ExitReason) -> ExitReason:
+        """Await what ``on_stop`` returned, in the stop scope (cancelled by a kill only);
+        the reason the incarnation ends with."""
+        final = reason
+        with trio.CancelScope() as stop:
+            self.scope = stop
+            if self.forced_reason is not None:  # killed before this task ran
+                stop.cancel()
+            try:
+                await pending
+            except Exit as e:
+                final = e.reason
+            except Exception as e:
+                final = Error(e)
+            else:
+                # A side task that crashed during on_stop gives its reason. (Killed during
+                # on_stop: _finish puts KILLED.)
+                if self.crash_reason is not None:
+                    final = self.crash_reason
+        return final
 
     def exit_with(self, reason: ExitReason) -> None:
         """Exit with ``reason`` from outside the message loop: ``KILLED`` is a kill (no
@@ -700,13 +790,13 @@ class _Process:
 
     async def _side(
         self, scope: trio.CancelScope, fn: Callable[..., Any], args: tuple, own: bool = True
-    ) -> None:
+    ) -> Any:
         try:
             if own:
                 with scope:
-                    await fn(*args)
+                    return await fn(*args)
             else:  # the caller is in ``scope`` already (``run_beside(scope=...)``)
-                await fn(*args)
+                return await fn(*args)
         except Exit as e:
             self.exit_with(e.reason)
         except Exception as e:
@@ -719,6 +809,7 @@ class _Process:
                 scopes.remove(scope)
                 if len(scopes) == 1:
                     self.side_scopes = scopes[0]
+        return None
 
     # -- the task body --------------------------------------------------------------------
     async def run(self) -> ExitReason:
@@ -791,19 +882,9 @@ class _Process:
             self.state = STOPPING
             final = reason
             if type(actor).on_stop is not _BASE_ON_STOP:
-                with trio.CancelScope() as stop:
-                    self.scope = stop
-                    try:
-                        await actor.on_stop(reason)
-                    except Exit as e:
-                        final = e.reason
-                    except Exception as e:
-                        final = Error(e)
-                    else:
-                        # A side task that crashed during on_stop gives its reason. (Killed
-                        # during on_stop: _finish puts KILLED.)
-                        if self.crash_reason is not None:
-                            final = self.crash_reason
+                pending, final = _call_on_stop(actor, reason)
+                if pending is not None:
+                    final = await self._await_on_stop(pending, final)
             return final
         except _Hibernate:
             hibernating = True  # the incarnation goes on without this task
@@ -918,6 +999,17 @@ class _Process:
         finish_incarnation(self, reason)
 
 
+def _call_on_stop(actor: Any, reason: ExitReason) -> tuple[Awaitable[None] | None, ExitReason]:
+    """Call ``on_stop``: what it returned to await (None: nothing, the incarnation ends
+    now) and the reason it ends with so far (an ``Exit`` or error raised by the call)."""
+    try:
+        return actor.on_stop(reason), reason
+    except Exit as e:
+        return None, e.reason
+    except Exception as e:
+        return None, Error(e)
+
+
 def _same_context(a: contextvars.Context, b: contextvars.Context) -> bool:
     """Whether ``a`` and ``b`` hold the same variables with the same (identical) values."""
     return len(a) == len(b) and all(b.get(var, _NOTHING) is value for var, value in a.items())
@@ -959,12 +1051,13 @@ def run_beside(
     fn: Callable[..., Awaitable[Any]],
     *args: Any,
     scope: trio.CancelScope | None = None,
-) -> Awaitable[None]:
+) -> Awaitable[Any]:
     """Run ``fn(actor, *args)`` in the calling task as a side task of ``ref``'s current
     incarnation (``actor`` is its ``Actor``): as ``Actor.start_task``, but without a task of
     its own. It is cancelled when the incarnation exits (a kill included); if it raises, the
-    incarnation exits with ``Error`` (or the ``Exit`` reason). Returns when ``fn`` returns or
-    the incarnation exited; raises ``ActorDeadError`` if it is not running. A cancellation of
+    incarnation exits with ``Error`` (or the ``Exit`` reason). Returns what ``fn`` returned
+    when it returns, None when the incarnation exited (or ``fn`` raised); raises
+    ``ActorDeadError`` if it is not running. A cancellation of
     the calling task goes through to the caller, and the actor is not told.
 
     A plain function returning the awaitable: one coroutine frame less for as long as the

@@ -319,6 +319,12 @@ class _Supervisor(Actor):
         if mailbox.closed:
             mailbox.reopen()  # restart_child (or a one_for_all restart) of a terminated child
         cell.process = proc
+        if (
+            getattr(proc.actor, "start_asleep", False)
+            and isinstance(proc, _Process)
+            and proc.sleep_from_start(self._context)
+        ):
+            return proc  # no task until its first message (``Actor.start_asleep``)
         body = proc.run_hosting if isinstance(proc.actor, _Supervisor) else proc.run
         self._context.run(self._children_nursery.start_soon, body, name=cell.name)
         return proc

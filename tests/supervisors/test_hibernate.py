@@ -240,6 +240,239 @@ async def test_a_killed_supervisor_finishes_its_hibernated_children(autojump_clo
             ref.send_nowait("late")
 
 
+class Spawns(trio.abc.Instrument):
+    """Counts the tasks spawned while installed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: Any) -> None:
+        self.count += 1
+
+
+def counting_spawns() -> Spawns:
+    spawns = Spawns()
+    trio.lowlevel.add_instrument(spawns)
+    return spawns
+
+
+class PlainStopper(Sleeper):
+    """``on_stop`` a plain function: it returns None (nothing to await), or on "wait" an
+    awaitable that waits for ``release``; it raises on "raise"; it records its context."""
+
+    def __init__(self, log: list[Any], name: str = "w") -> None:
+        super().__init__(log, name)
+        self.mode = "none"
+        self.release = trio.Event()
+
+    async def receive(self, message: Any) -> Any:
+        if message in ("wait", "raise"):
+            self.mode = message
+            return None
+        if message == "set":
+            VAR.set("mine")
+            return None
+        return await super().receive(message)
+
+    def on_stop(self, reason: sv.ExitReason) -> Any:  # type: ignore[override]
+        self.log.append(("stop", self.name, reason, VAR.get()))
+        if self.mode == "raise":
+            raise Boom()
+        if self.mode == "wait":
+            return self._wait()
+        return None
+
+    async def _wait(self) -> None:
+        await self.release.wait()
+        self.log.append(("waited", self.name))
+
+
+async def test_stop_while_hibernated_with_a_plain_on_stop_runs_it_in_place(autojump_clock):
+    """No task: ``on_stop`` runs in the stopper's call, in the actor's context (a variable its
+    task set), and the incarnation has ended when ``stop`` returns."""
+    log: list[Any] = []
+    downs: list[Any] = []
+    spec = one_for_one(
+        sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY),
+        sv.ChildSpec("watcher", Watcher, (downs,)),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await sup.whereis("watcher").call(ref)
+        await ref.call("set")
+        await asleep(sup)
+        spawns = counting_spawns()
+        ref.stop(sv.NORMAL)
+        assert log[-1] == ("stop", "w", sv.NORMAL, "mine")
+        assert ref._cell.process is None  # ended already
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(spawns)
+        assert spawns.count == 0
+        assert downs == [sv.NORMAL] and not ref.is_alive()
+
+
+async def test_a_plain_on_stop_returning_an_awaitable_gets_a_task_only_for_that(autojump_clock):
+    log: list[Any] = []
+    spec = one_for_one(sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY))
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await ref.call("wait")
+        actor = ref._cell.process.actor
+        await asleep(sup)
+        spawns = counting_spawns()
+        ref.stop(sv.NORMAL)
+        assert log[-1] == ("stop", "w", sv.NORMAL, "unset")  # the call ran in place
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.is_alive() and tasks_named("w") == 1  # awaiting the rest
+        actor.release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(spawns)
+        assert spawns.count == 1
+        assert log[-1] == ("waited", "w") and not ref.is_alive()
+
+
+async def test_a_kill_during_the_awaited_rest_of_on_stop_ends_it_killed(autojump_clock):
+    log: list[Any] = []
+    downs: list[Any] = []
+    spec = one_for_one(
+        sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY),
+        sv.ChildSpec("watcher", Watcher, (downs,)),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await sup.whereis("watcher").call(ref)
+        await ref.call("wait")
+        await asleep(sup)
+        ref.stop(sv.NORMAL)
+        await trio.testing.wait_all_tasks_blocked()
+        ref.kill()
+        await trio.testing.wait_all_tasks_blocked()
+        assert downs == [sv.KILLED] and ("waited", "w") not in log
+
+
+async def test_a_plain_on_stop_raising_in_place_ends_it_with_the_error(autojump_clock):
+    log: list[Any] = []
+    downs: list[Any] = []
+    spec = one_for_one(
+        sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY),
+        sv.ChildSpec("watcher", Watcher, (downs,)),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await sup.whereis("watcher").call(ref)
+        await ref.call("raise")
+        await asleep(sup)
+        ref.stop(sv.NORMAL)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(downs) == 1 and isinstance(downs[0], sv.Error)
+        assert isinstance(downs[0].exception, Boom)
+
+
+async def test_kill_and_crash_while_hibernated_need_no_task(autojump_clock):
+    """A kill ends a sleeper at once (no on_stop); a crash (an exit signal) calls a plain
+    on_stop in place, and the supervisor restarts it."""
+    log: list[Any] = []
+
+    class Linker(sv.Actor):
+        async def receive(self, message: Any) -> Any:
+            if message == "die":
+                raise sv.Exit(sv.Error(Boom()))
+            self.link(message)
+
+    spec = one_for_one(
+        sv.ChildSpec("w", PlainStopper, (log,)),
+        sv.ChildSpec("linker", Linker, restart=sv.TEMPORARY),
+    )
+    async with sv.open_supervisor(spec) as sup:
+        ref = sup.whereis("w")
+        await asleep(sup)
+        spawns = counting_spawns()
+        ref.kill()
+        assert ref._cell.process is None  # ended in the call
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(spawns)
+        assert spawns.count == 1  # the restart's task only
+        assert log == [("start", "w"), ("start", "w")]  # no on_stop
+        await sup.whereis("linker").call(ref)
+        await asleep(sup)
+        spawns = counting_spawns()
+        sup.whereis("linker").send_nowait("die")
+        await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(spawns)
+        assert log[2][:2] == ("stop", "w") and isinstance(log[2][2], sv.Error)
+        assert log[3] == ("start", "w")
+        assert spawns.count == 1  # the restart's task only
+
+
+class Drowsy(sv.Actor):
+    """Starts asleep (``Actor.start_asleep``): no ``on_start``; counts what it received."""
+
+    start_asleep = True
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log, self.seen = log, []
+
+    async def receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise Boom()
+        self.seen.append(message)
+        return list(self.seen)
+
+    def on_stop(self, reason: sv.ExitReason) -> None:
+        self.log.append(("stop", reason))
+
+
+async def test_a_worker_may_start_asleep_and_its_first_message_wakes_it(autojump_clock):
+    """OTP's ``{ok, State, hibernate}`` from ``init``: no task until the first message, then
+    as any hibernated worker; a restart starts it asleep again."""
+    log: list[Any] = []
+    spawns = counting_spawns()
+    spec = one_for_one(sv.ChildSpec("w", Drowsy, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        ref = sup.whereis("w")
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert sup.which_children()[0].state == "running"
+        started = spawns.count
+        assert await ref.call("a") == ["a"]
+        assert spawns.count == started + 1 and tasks_named("w") == 1
+        ref.send_nowait("boom")  # a crash: restarted, asleep again, on the same ref
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(log[0][1], sv.Error)
+        assert ref.is_hibernating() and tasks_named("w") == 0
+        assert await ref.call("b") == ["b"]
+    trio.lowlevel.remove_instrument(spawns)
+    assert log[-1] == ("stop", sv.SHUTDOWN)
+
+
+async def test_start_asleep_is_ignored_with_on_start_and_for_dynamic_children_too(autojump_clock):
+    """With an ``on_start`` its task must run it: the flag is ignored. A simple_one_for_one
+    template's instant start honours it."""
+    log: list[Any] = []
+
+    class Early(Drowsy):
+        async def on_start(self) -> None:
+            self.log.append("started")
+
+    spec = one_for_one(sv.ChildSpec("w", Early, (log,)))
+    async with sv.open_supervisor(spec) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["started"] and not sup.whereis("w").is_hibernating()
+    flags = sv.SupervisorFlags(sv.SIMPLE_ONE_FOR_ONE, intensity=10, period=5.0)
+    simple = sv.SupervisorSpec(flags, [sv.ChildSpec("d", Drowsy, (log,), restart=sv.TEMPORARY)])
+    async with sv.open_supervisor(simple) as sup:
+        ref = await sup.start_child(())
+        assert ref.is_hibernating() and tasks_named("d") == 0
+        assert await ref.call("x") == ["x"]
+        ref.stop(sv.NORMAL)  # awake: stops through its loop
+        await trio.testing.wait_all_tasks_blocked()
+        ref2 = await sup.start_child(())
+        ref2.stop(sv.NORMAL)  # asleep: stops in place
+        assert not ref2.is_alive() or ref2._cell.process is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-2:] == [("stop", sv.NORMAL), ("stop", sv.NORMAL)]
+
+
 class Napper(Sleeper):
     """Asks to hibernate (``Actor.hibernate``) on "nap", from ``receive`` or a side task."""
 
@@ -474,6 +707,37 @@ def test_the_model_holds_with_every_worker_asking_to_hibernate():
     ):
         run_fuzz(300)
     assert asleep > 300  # the commands met sleeping workers
+
+
+def test_the_model_holds_with_sleepers_stopping_in_place():
+    """The workers' ``on_stop`` a plain function, every idle worker hibernated between
+    commands: their stops, crashes and kills while asleep end them without a task, and the
+    model still holds."""
+    from supervisors.testing._recording import RecordingWorker
+
+    settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
+    worlds: list[Any] = []
+    hibernated = 0
+
+    def plain_on_stop(self: Any, reason: sv.ExitReason) -> None:
+        self.world.log.append(("stop", self.path))
+
+    async def settle_and_hibernate(self: Any, model: Any) -> None:
+        nonlocal hibernated
+        await settle(self, model)
+        worlds[:] = [self.world]
+        asleep = [worker for worker in list(self.world.live) if worker.ref.hibernate()]
+        if asleep:
+            hibernated += len(asleep)
+            await trio.testing.wait_all_tasks_blocked()
+
+    with (
+        mock.patch.object(RecordingWorker, "on_stop", plain_on_stop),
+        mock.patch.object(_fuzz._Harness, "settle", settle_and_hibernate),
+        mock.patch.object(_fuzz, "_count_tasks", _counting_sleepers(count_tasks, worlds)),
+    ):
+        run_fuzz(300)
+    assert hibernated > 300
 
 
 VAR: Any = __import__("contextvars").ContextVar("VAR", default="unset")
