@@ -17,6 +17,7 @@ mailbox overflows: a stalled client never makes the node buffer without bound.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +166,10 @@ class ConnectionActor(sv.Actor):
     # the writer. Other actors treat a full mailbox as a stalled socket and close it, so the
     # bound is generous for bursts: a reading client never fills it.
     mailbox_size = 10_000
+    # No task until there is something to write for another actor: the reader writes the
+    # connection's own answers (welcome, pong, errors) itself while the writer sleeps
+    # (``out``), so a login that only gets its welcome costs this actor no task at all.
+    start_asleep = True
     # Messages handled since the last write (``writer_action``); set in ``__init__`` too.
     _held = 0
     # Yields the writer still skips (``writer_action``, ``after_yield``); set in ``__init__``.
@@ -197,16 +202,23 @@ class ConnectionActor(sv.Actor):
         node.connection_actors.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def on_stop(self, reason: sv.ExitReason) -> None:
+    def on_stop(self, reason: sv.ExitReason) -> Awaitable[None] | None:
+        # A plain function: a connection whose client closed it (most ends) has nothing to
+        # await, and one asleep since its login then ends without a task (``supervisors``:
+        # on_stop is called in place). Only a socket still open is closed, awaited.
         # The reader takes no more frames (``reader``): a node stopping on SIGTERM stops
         # accepting at once, not after the close handshakes (up to 1 s each).
         self.closing = True
         self.node.metrics["connections"] -= 1
         self.node.connection_actors.discard(self)
         self._leave()
-        if self.ws.closed is None:  # not closed by the client already (no scope needed then)
-            with trio.move_on_after(1.0):
-                await self.ws.aclose()
+        if self.ws.closed is None:  # not closed by the client already
+            return self._close_socket()
+        return None
+
+    async def _close_socket(self) -> None:
+        with trio.move_on_after(1.0):
+            await self.ws.aclose()
 
     def _leave(self) -> None:
         if self.user is not None:
@@ -309,8 +321,11 @@ class ConnectionActor(sv.Actor):
         self._held = 0
         self._flush_batched()
         frames, self._frames = self._frames, NOTHING
-        if not frames:
-            return
+        if frames:
+            await self._write(frames)
+
+    async def _write(self, frames: list[str]) -> None:
+        """Write ``frames`` in order; a closed or stalled socket stops the actor."""
         stall = self.node.settings.send_stall_timeout
         for chunk in write_chunks(frames, WRITE_BYTES):
             try:
@@ -345,14 +360,27 @@ class ConnectionActor(sv.Actor):
         self.stop()
 
     async def out(self, text: str) -> None:
-        """Queue a frame of our own (an answer to the client): if the writer is behind, the
-        reader waits, so this client's own traffic slows down instead of being cut off. Only
-        frames from other actors (``Node.notify``) treat a full mailbox as a stalled socket."""
+        """Send a frame of our own (an answer to the client), from the reader. While the
+        writer sleeps it has written everything it was given (it hibernates only on an empty
+        mailbox, after its write), so the reader writes the frame itself, in order, without
+        waking it: no task start for a welcome or a pong. Otherwise the frame is queued behind
+        what the writer has: if it is behind, the reader waits, so this client's own traffic
+        slows down instead of being cut off. Only frames from other actors
+        (``Node.notify``) treat a full mailbox as a stalled socket."""
+        if self.ref.is_hibernating() and not self.closing:
+            # A rest the socket does not take at once holds the socket's write lock until it
+            # is written: a writer woken meanwhile queues its frames behind it.
+            await self._write([text])
+            return
         await self.ref.send(OutFrame(text))
 
     # -- the reader -----------------------------------------------------------------------------
-    async def reader(self) -> None:
-        """Run by the gateway's handler task beside the actor (``sv.run_beside``)."""
+    async def reader(self) -> bool:
+        """Run by the gateway's handler task beside the actor (``sv.run_beside``). True
+        when the client closed the socket: the gateway then stops the actor once this side
+        task is over (stopped from here, its end would cancel this very task's scope, and
+        with it the handler: a cascade of cancellations per logout). False after a ``Kick``
+        of its own, which the writer carries out."""
         ws = self.ws
         # Messages the library's reader task has queued are taken without a checkpoint
         # (``get_message`` is one per message, and the reader task then runs again for each:
@@ -373,8 +401,7 @@ class ConnectionActor(sv.Actor):
                     # What ``get_message`` does, one coroutine frame less per idle user.
                     data = await (ws.get_message() if queued is None else queued.receive())
                 except (ConnectionClosed, trio.EndOfChannel, trio.ClosedResourceError):
-                    self.stop()
-                    return
+                    return True
             if self.closing or self.node.draining:
                 continue  # stopping: nothing more is taken (unaccepted: the client resends)
             now = self.heard = trio.current_time()
@@ -384,7 +411,7 @@ class ConnectionActor(sv.Actor):
                 await self.out(p.encode(event.to_frame()))
                 if event.close:
                     self.ref.send_nowait(Kick(4003, event.message[:120]))
-                    return
+                    return False
                 continue
             try:
                 await self._handle(event)

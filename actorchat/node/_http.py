@@ -46,7 +46,8 @@ class PrefixedStream(trio.abc.Stream):
             # From now on calls go straight to the stream: no frame of ours stays in the await
             # chain of a reader waiting on an idle socket (~300 bytes per connection).
             self.receive_some = self._stream.receive_some  # type: ignore[method-assign]
-            await trio.lowlevel.checkpoint()
+            # No checkpoint: this one call returns at once, and the library's reader task
+            # that makes it goes on to read the socket (a checkpoint) right after.
             return data
         return await self._stream.receive_some(max_bytes)
 
@@ -221,7 +222,12 @@ class HttpServer:
                         if ws.closed is None:  # usually closed by now: no scope for nothing
                             with trio.move_on_after(1.0):
                                 await ws.aclose()
-                        nursery.cancel_scope.cancel()
+                        # The library's reader task ends by itself once the socket is closed
+                        # (by the client, or by the close above): cancelling it while it
+                        # closes its stream cost a cascade of Cancelled exceptions per logout.
+                        # Only a connection still open here (never seen) is cut short.
+                        if nursery.child_tasks and ws.closed is None:
+                            nursery.cancel_scope.cancel()
                         closed = True
                 return
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)

@@ -40,6 +40,9 @@ DEDUPE_RETENTION = 7 * 24 * 3600.0
 PRUNE_EVERY = 600.0
 PRUNE_STEP = 10_000
 HIBERNATE_EVERY = 2.0
+# The linger rounds (``_linger_rounds``): every quarter of ``user_linger``, within these.
+LINGER_EVERY = 1.0
+LINGER_MIN = 0.02
 
 
 class Janitor(sv.Actor):
@@ -50,6 +53,15 @@ class Janitor(sv.Actor):
     async def on_start(self) -> None:
         self.start_task(self._rounds)
         self.start_task(self._hibernate_rounds)
+        self.start_task(self._linger_rounds)
+
+    async def _linger_rounds(self) -> None:
+        # The offline mailboxes with nothing pending stop after ``user_linger``, woken here
+        # rather than by a timer task each (``Registry.linger_round``): within a round of it.
+        while True:
+            every = min(LINGER_EVERY, max(self.node.user_linger / 4, LINGER_MIN))
+            await trio.sleep(every)
+            self.node.registry.linger_round(trio.current_time())
 
     async def _hibernate_rounds(self) -> None:
         # Also the idle timeout's clock: a connection silent for it is closed within a round.

@@ -346,10 +346,11 @@ class GatewayActor(sv.Actor):
             return
         try:
             # This task reads the socket for the connection actor (``_connection.py``): it
-            # returns after the reader asked it to close the socket, and is cancelled through
-            # the connection's nursery (``scope``, no cancel scope of its own: memory per idle
-            # user) once the actor exited, which then closes the socket.
-            await sv.run_beside(ref, ConnectionActor.reader, scope=scope)
+            # returns once the client closed the socket, or after the reader asked the actor
+            # to close it, and is cancelled through the connection's nursery (``scope``, no
+            # cancel scope of its own: memory per idle user) once the actor exited, which then
+            # closes the socket.
+            closed = await sv.run_beside(ref, ConnectionActor.reader, scope=scope)
         except sv.ActorDeadError:
             return  # gone already (its on_stop closed the socket)
         except trio.Cancelled:
@@ -357,6 +358,11 @@ class GatewayActor(sv.Actor):
             # actor goes too (a no-op if it is gone: connection actors are never restarted).
             ref.stop(sv.NORMAL)
             raise
+        if closed:
+            # The client closed it (most logouts): the actor stops, with nothing to close and
+            # no side task of its to cancel; this task ends on its own.
+            ref.stop(sv.NORMAL)
+            return
         await ref.wait()
 
 

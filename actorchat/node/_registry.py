@@ -15,6 +15,7 @@ import trio
 
 import supervisors as sv
 
+from ._messages import Tick
 from ._queue import DeliveryQueue
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ class Registry:
         self.queues: dict[str, DeliveryQueue] = {}
         self.known_users: set[str] = set()
         self._starting: dict[str, trio.Event] = {}
+        # Offline mailboxes with nothing pending, waiting out ``user_linger``: user -> (since
+        # when, ref), oldest first (``UserActor._wake_ticker``; ``linger_round`` wakes the due).
+        self.resting: dict[str, tuple[float, sv.ActorRef]] = {}
 
     async def mailbox(self, user: str, *, takeover: bool = False) -> sv.ActorRef:
         """The user's mailbox actor, started (with its stored state loaded) if need be.
@@ -96,6 +100,38 @@ class Registry:
         if self.mailboxes.get(user) is ref:
             del self.mailboxes[user]
             self.queues.pop(user, None)
+        resting = self.resting.get(user)
+        if resting is not None and resting[1] is ref:
+            del self.resting[user]
+
+    def rest(self, user: str, ref: sv.ActorRef, since: float) -> None:
+        """``user``'s mailbox rests from ``since`` (kept if it rests already): no timer of
+        its own, ``linger_round`` wakes it once ``user_linger`` has passed."""
+        if user not in self.resting:
+            self.resting[user] = (since, ref)
+
+    def wake(self, user: str) -> None:
+        """``user``'s mailbox has work again (or a connection): it rests no more."""
+        if self.resting:
+            self.resting.pop(user, None)
+
+    def linger_round(self, now: float) -> int:
+        """Wake (a ``Tick``) every resting mailbox whose linger has passed, and forget it;
+        it stops if it is still idle (``UserActor._tick``), or rests again. Returns how many.
+        The oldest come first, so a round looks at the due ones and one more."""
+        linger = self.node.user_linger
+        due = []
+        for user, (since, ref) in self.resting.items():
+            if now - since < linger:
+                break
+            due.append((user, ref))
+        for user, ref in due:
+            del self.resting[user]
+            try:
+                ref.send_nowait(Tick())
+            except (sv.ActorDeadError, sv.MailboxFull):
+                pass  # gone, or busy: it rests again after its messages
+        return len(due)
 
     def connection_arrived(self, user: str, ref: sv.ActorRef) -> None:
         self.connections[user] = ref

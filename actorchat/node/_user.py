@@ -85,6 +85,7 @@ class UserActor(sv.Actor):
         # most users are connected and idle, and a parked task costs ~5 KB each.
         self.storing = False
         self.ticking = False
+        self.leaving = False  # its linger is over: it stops (``_tick``), and rests no more
 
     async def on_start(self) -> None:
         if self.queue.to_store or self.queue.paging:
@@ -99,7 +100,7 @@ class UserActor(sv.Actor):
             else:
                 self._apply(self.queue.detach())
                 self.queue.conn = None
-        self._wake_ticker()  # not connected (mail for an offline user): ticks until linger
+        self._wake_ticker()  # not connected (mail for an offline user): rests until linger
 
     async def receive(self, message: Any) -> Any:
         try:
@@ -148,6 +149,7 @@ class UserActor(sv.Actor):
         elif kind is Tick:
             await self._tick(now)
         elif kind is Release:
+            self.leaving = True
             self.stop()
         return None
 
@@ -298,6 +300,7 @@ class UserActor(sv.Actor):
                 # mailbox. Once unregistered here (no await in between), nobody finds this ref.
                 # Guarded by test_e2e_delivery.py::test_login_racing_the_idle_mailbox_stop_...
                 self.node.registry.mailbox_gone(self.name, self.ref)
+                self.leaving = True
                 self.stop()
         else:
             self.idle_since = None
@@ -313,7 +316,29 @@ class UserActor(sv.Actor):
             and not queue.paging
         )
 
+    def _resting(self) -> bool:
+        """Offline with nothing to do but wait out ``user_linger`` (then it stops): no timer
+        of its own is needed, the janitor's linger rounds wake it (``Registry.rest``)."""
+        queue = self.queue
+        return (
+            not queue.attached
+            and not queue.to_store
+            and not queue.paging
+            and queue.idle()  # last: it looks at every item
+        )
+
     def _wake_ticker(self) -> None:
+        """After every message: a timer only while one is needed (``_ticker``); a resting
+        mailbox is registered for the janitor's linger rounds instead."""
+        registry = self.node.registry
+        if self._resting():
+            if not self.leaving:  # not once it is stopping
+                if self.idle_since is None:
+                    self.idle_since = trio.current_time()
+                registry.rest(self.name, self.ref, self.idle_since)
+            return
+        self.idle_since = None
+        registry.wake(self.name)
         if not self.ticking and not self._quiet():
             self.ticking = True
             self.start_task(self._ticker)
@@ -323,6 +348,9 @@ class UserActor(sv.Actor):
         # measured ~5% of a core per 1,000 idle users with one each), and no task waits for
         # them either (~5 KB each): the ticker ends once the queue is quiet, and the next
         # message that leaves it not quiet starts it again (``receive`` -> ``_wake_ticker``).
+        # Nor for users who left with nothing pending (``_resting``): a ticker started at each
+        # logout only to count down the linger was a task per token login (the login storm),
+        # so the janitor's linger rounds count it down for all of them (``Registry.rest``).
         # No wake-up is lost: the test of ``_quiet()`` and the reset of ``ticking`` happen in
         # one step (no checkpoint between them, and trio runs one task at a time), so work that
         # arrived before that step is seen by the test, and work after it finds ``ticking``
@@ -342,6 +370,9 @@ class UserActor(sv.Actor):
                     except sv.MailboxFull:
                         pass
                 if self._quiet():
+                    return
+                if self._resting():
+                    self._wake_ticker()  # registered for the linger rounds instead
                     return
         finally:
             self._nap = None

@@ -122,6 +122,70 @@ async def test_a_login_leaves_both_actors_asleep_without_a_round(
         assert bob.deliveries[0]["body"] == "hi"
 
 
+class _Spawned(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
+    start_node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token login storm's cycle: connect, resume, welcome, close. The connection actor
+    starts asleep (``start_asleep``), the reader writes the welcome itself, and the client's
+    close ends the actor in place (its ``on_stop`` has nothing to await): no task of its own.
+    The mailbox wakes once, for the logout, and no ticker waits out its linger (the janitor's
+    linger rounds do). Each used to start two connection tasks and a ticker per login."""
+    monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
+    node = await start_node(user_linger=600.0)
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+    async with Client.connect(node.port) as c:
+        token = await c.login("alice")
+    with trio.fail_after(5):  # that session is over (its end is not what is counted)
+        while "alice" in node.registry.connections:
+            await trio.sleep(0.01)
+    spawned = _Spawned()
+    trio.lowlevel.add_instrument(spawned)
+    try:
+        for _ in range(3):
+            async with Client.connect(node.port) as c:
+                await c.send(type="resume", token=token)
+                await c.until(lambda c=c: c.has_frame("welcome"))
+            with trio.fail_after(5):
+                while "alice" in node.registry.connections:
+                    await trio.sleep(0.01)
+    finally:
+        trio.lowlevel.remove_instrument(spawned)
+    assert spawned.names.count("connection") == 0, spawned.names
+    assert not [name for name in spawned.names if "ticker" in name], spawned.names
+    assert spawned.names.count("user") <= 3, spawned.names
+    assert "alice" in node.registry.resting  # waiting out the linger, with no task
+
+
+async def test_the_linger_rounds_stop_resting_mailboxes_and_spare_the_others(start_node) -> None:
+    """An offline mailbox with nothing pending rests (no ticker) and stops once a linger
+    round finds its linger over; one that got a connection back is not stopped."""
+    node = await start_node(user_linger=0.3)
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+        await c.register("bob")
+    async with Client.connect(node.port) as c:
+        await c.login("alice")
+    async with Client.connect(node.port) as bob:
+        await bob.login("bob")
+        alice_ref = node.registry.mailboxes["alice"]
+        with trio.fail_after(5):
+            while alice_ref.is_alive():
+                await trio.sleep(0.02)
+        assert "alice" not in node.registry.mailboxes and "alice" not in node.registry.resting
+        await trio.sleep(0.6)  # two lingers: bob, online, is not resting and keeps his
+        assert node.registry.mailboxes["bob"].is_alive() and "bob" not in node.registry.resting
+        assert node.registry.linger_round(trio.current_time() + 3600) == 0
+
+
 async def test_close_idle_kicks_silent_connections_once(start_node) -> None:
     node = await start_node(idle_timeout=30.0)
     async with Client.connect(node.port) as c:
