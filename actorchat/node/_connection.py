@@ -510,6 +510,14 @@ class ConnectionActor(sv.Actor):
         self.user = user
         # welcome is queued before the mailbox can queue any delivery: it goes out first.
         await self.out(p.encode(p.Welcome(user=user, token=token)))
+        while node.registry.mailboxes.get(user) is not mailbox:
+            # It stopped meanwhile (its linger ran out while the welcome was written): an
+            # Attach queued to it would be dropped with it, and this session would get
+            # nothing. The next one is attached instead. A mailbox unregisters itself in the
+            # step that decides to stop (``UserActor._tick``) and only with nothing queued, so
+            # one still registered when the Attach is queued takes it. Guarded by
+            # test_e2e_delivery.py::test_login_whose_mailbox_stops_before_its_attach_...
+            mailbox = await node.registry.mailbox(user, takeover=node.cluster is not None)
         node.registry.connection_arrived(user, self.ref)
         self.mailbox_ref = mailbox
         await self._to_mailbox(Attach(self.ref))

@@ -240,6 +240,37 @@ async def test_login_racing_the_idle_mailbox_stop_still_attaches(start_node):
         await alice.until(lambda: alice.receipts["delivered"] == [("bob", id)])
 
 
+async def test_login_whose_mailbox_stops_before_its_attach_attaches_to_the_next(start_node):
+    """bob's idle mailbox is found by his login, then stops for its linger before the login
+    has sent its Attach (the login awaits its welcome in between). The Attach used to be
+    queued to the stopping mailbox and dropped with it: bob was online, his mail went to a new
+    mailbox that thought him offline, and he got nothing until he logged in again."""
+    node = await start_node(user_linger=600.0)
+    await _users(node.port, "alice", "bob")
+    mailbox = node.registry.mailbox
+    stopped: list[Any] = []
+
+    async def mailbox_then_linger_stop(user: str, **kwargs: Any) -> Any:
+        ref = await mailbox(user, **kwargs)
+        if user == "bob" and not stopped:
+            node.user_linger = 0.0  # its linger is over: the next Tick stops it
+            ref.send_nowait(Tick())
+            with trio.fail_after(5):
+                while node.registry.mailboxes.get("bob") is ref:
+                    await trio.sleep(0)
+            node.user_linger = 600.0
+            stopped.append(ref)
+        return ref  # found before it stopped
+
+    node.registry.mailbox = mailbox_then_linger_stop  # type: ignore[method-assign]
+    async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
+        await bob.login("bob")
+        await alice.login("alice")
+        id = await alice.send_message("bob", "are you there?")
+        await bob.until(lambda: bob.delivered_ids() == [id], timeout=5)
+    assert stopped and node.registry.mailboxes.get("bob") is not stopped[0]
+
+
 async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
     """Contract 4 when the store is slower than the senders: mail for an absent recipient
     waits in memory for its write only up to a bound; beyond it new mail is refused with
