@@ -744,28 +744,41 @@ class Storm(Generator):
                     done_in_window += 1
                     latencies.append(ended - began)
 
+        window = [0.0, 0.0]  # its start and end (monotonic)
+
         async def marks() -> None:
             await asyncio.sleep(a.warmup)
             emit({"event": "window_start"})
             nonlocal cpu0
             cpu0 = cpu_seconds()
+            window[0] = time.monotonic()
             await asyncio.sleep(a.duration)
-            emit({"event": "window_end"})
+            end_window()
+
+        def end_window() -> None:
             nonlocal cpu1
+            emit({"event": "window_end"})
             cpu1 = cpu_seconds()
+            window[1] = time.monotonic()
 
         cpu0 = cpu1 = 0.0
-        await asyncio.gather(marks(), *(worker() for _ in range(a.concurrency)))
+        marker = asyncio.ensure_future(marks())
+        await asyncio.gather(*(worker() for _ in range(a.concurrency)))
+        if not marker.done():  # --max-cycles ran out first: the window ends with the last one
+            marker.cancel()
+            if window[0]:
+                end_window()
+        measured = window[1] - window[0] if window[0] else a.duration
         lat = percentiles(latencies)
         lat.pop("cdf", None)
         return {
             "scenario": "storm",
             "users": a.users,
             "concurrency": a.concurrency,
-            "logins_per_s": done_in_window / a.duration,
+            "logins_per_s": done_in_window / max(measured, 1e-9),
             "cycles": cycles,
             "errors": errors,
-            "loadgen_cpu": (cpu1 - cpu0) / a.duration,
+            "loadgen_cpu": (cpu1 - cpu0) / max(measured, 1e-9),
             "latency": lat,
             "counts": dict(self.counts),
             "first_error": self.first_error,
