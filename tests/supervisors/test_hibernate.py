@@ -6,6 +6,8 @@ between commands."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
@@ -71,6 +73,15 @@ class Watcher(sv.Actor):
             self.downs.append(message.reason)
         else:
             self.monitor(message)
+
+
+class Linker(sv.Actor):
+    """Links to each ref it is sent; on "die" exits with an error (an exit signal to them)."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "die":
+            raise sv.Exit(sv.Error(Boom()))
+        self.link(message)
 
 
 def one_for_one(*children: sv.ChildSpec) -> sv.SupervisorSpec:
@@ -159,12 +170,6 @@ async def test_kill_while_hibernated_skips_on_stop_and_monitors_see_killed(autoj
 
 async def test_an_exit_signal_while_hibernated_crashes_it_with_on_stop(autojump_clock):
     log: list[Any] = []
-
-    class Linker(sv.Actor):
-        async def receive(self, message: Any) -> Any:
-            if message == "die":
-                raise sv.Exit(sv.Error(Boom()))
-            self.link(message)
 
     spec = one_for_one(
         sv.ChildSpec("w", Sleeper, (log,), restart=sv.TEMPORARY),
@@ -287,9 +292,10 @@ class PlainStopper(Sleeper):
         self.log.append(("waited", self.name))
 
 
-async def test_stop_while_hibernated_with_a_plain_on_stop_runs_it_in_place(autojump_clock):
-    """No task: ``on_stop`` runs in the stopper's call, in the actor's context (a variable its
-    task set), and the incarnation has ended when ``stop`` returns."""
+@asynccontextmanager
+async def watched_sleeper(mode: str) -> AsyncIterator[tuple[sv.ActorRef, list[Any], list[Any]]]:
+    """A temporary ``PlainStopper`` sent ``mode``, monitored by a ``Watcher``, asleep:
+    (its ref, its log, the watcher's Down reasons), inside its supervisor."""
     log: list[Any] = []
     downs: list[Any] = []
     spec = one_for_one(
@@ -299,8 +305,15 @@ async def test_stop_while_hibernated_with_a_plain_on_stop_runs_it_in_place(autoj
     async with sv.open_supervisor(spec) as sup:
         ref = sup.whereis("w")
         await sup.whereis("watcher").call(ref)
-        await ref.call("set")
+        await ref.call(mode)
         await asleep(sup)
+        yield ref, log, downs
+
+
+async def test_stop_while_hibernated_with_a_plain_on_stop_runs_it_in_place(autojump_clock):
+    """No task: ``on_stop`` runs in the stopper's call, in the actor's context (a variable its
+    task set), and the incarnation has ended when ``stop`` returns."""
+    async with watched_sleeper("set") as (ref, log, downs):
         spawns = counting_spawns()
         ref.stop(sv.NORMAL)
         assert log[-1] == ("stop", "w", sv.NORMAL, "mine")
@@ -332,17 +345,7 @@ async def test_a_plain_on_stop_returning_an_awaitable_gets_a_task_only_for_that(
 
 
 async def test_a_kill_during_the_awaited_rest_of_on_stop_ends_it_killed(autojump_clock):
-    log: list[Any] = []
-    downs: list[Any] = []
-    spec = one_for_one(
-        sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY),
-        sv.ChildSpec("watcher", Watcher, (downs,)),
-    )
-    async with sv.open_supervisor(spec) as sup:
-        ref = sup.whereis("w")
-        await sup.whereis("watcher").call(ref)
-        await ref.call("wait")
-        await asleep(sup)
+    async with watched_sleeper("wait") as (ref, log, downs):
         ref.stop(sv.NORMAL)
         await trio.testing.wait_all_tasks_blocked()
         ref.kill()
@@ -351,17 +354,7 @@ async def test_a_kill_during_the_awaited_rest_of_on_stop_ends_it_killed(autojump
 
 
 async def test_a_plain_on_stop_raising_in_place_ends_it_with_the_error(autojump_clock):
-    log: list[Any] = []
-    downs: list[Any] = []
-    spec = one_for_one(
-        sv.ChildSpec("w", PlainStopper, (log,), restart=sv.TEMPORARY),
-        sv.ChildSpec("watcher", Watcher, (downs,)),
-    )
-    async with sv.open_supervisor(spec) as sup:
-        ref = sup.whereis("w")
-        await sup.whereis("watcher").call(ref)
-        await ref.call("raise")
-        await asleep(sup)
+    async with watched_sleeper("raise") as (ref, _log, downs):
         ref.stop(sv.NORMAL)
         await trio.testing.wait_all_tasks_blocked()
         assert len(downs) == 1 and isinstance(downs[0], sv.Error)
@@ -372,12 +365,6 @@ async def test_kill_and_crash_while_hibernated_need_no_task(autojump_clock):
     """A kill ends a sleeper at once (no on_stop); a crash (an exit signal) calls a plain
     on_stop in place, and the supervisor restarts it."""
     log: list[Any] = []
-
-    class Linker(sv.Actor):
-        async def receive(self, message: Any) -> Any:
-            if message == "die":
-                raise sv.Exit(sv.Error(Boom()))
-            self.link(message)
 
     spec = one_for_one(
         sv.ChildSpec("w", PlainStopper, (log,)),
@@ -649,7 +636,8 @@ def _counting_sleepers(count_tasks: Any, worlds: list[Any]) -> Any:
     return count_with_sleepers
 
 
-def test_the_model_holds_with_every_idle_worker_hibernated():
+def _fuzz_with_idle_workers_hibernated() -> int:
+    """Run the fuzz with every idle worker hibernated between commands; how many were."""
     settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
     worlds: list[Any] = []
     hibernated = 0
@@ -663,14 +651,17 @@ def test_the_model_holds_with_every_idle_worker_hibernated():
             hibernated += len(asleep)
             await trio.testing.wait_all_tasks_blocked()
 
-    count_with_sleepers = _counting_sleepers(count_tasks, worlds)
-
     with (
         mock.patch.object(_fuzz._Harness, "settle", settle_and_hibernate),
-        mock.patch.object(_fuzz, "_count_tasks", count_with_sleepers),
+        mock.patch.object(_fuzz, "_count_tasks", _counting_sleepers(count_tasks, worlds)),
     ):
         run_fuzz(300)
-    assert hibernated > 300  # the commands met sleeping workers, not only awake ones
+    return hibernated
+
+
+def test_the_model_holds_with_every_idle_worker_hibernated():
+    # the commands met sleeping workers, not only awake ones
+    assert _fuzz_with_idle_workers_hibernated() > 300
 
 
 def test_the_model_holds_with_every_worker_asking_to_hibernate():
@@ -715,29 +706,11 @@ def test_the_model_holds_with_sleepers_stopping_in_place():
     model still holds."""
     from supervisors.testing._recording import RecordingWorker
 
-    settle, count_tasks = _fuzz._Harness.settle, _fuzz._count_tasks
-    worlds: list[Any] = []
-    hibernated = 0
-
     def plain_on_stop(self: Any, reason: sv.ExitReason) -> None:
         self.world.log.append(("stop", self.path))
 
-    async def settle_and_hibernate(self: Any, model: Any) -> None:
-        nonlocal hibernated
-        await settle(self, model)
-        worlds[:] = [self.world]
-        asleep = [worker for worker in list(self.world.live) if worker.ref.hibernate()]
-        if asleep:
-            hibernated += len(asleep)
-            await trio.testing.wait_all_tasks_blocked()
-
-    with (
-        mock.patch.object(RecordingWorker, "on_stop", plain_on_stop),
-        mock.patch.object(_fuzz._Harness, "settle", settle_and_hibernate),
-        mock.patch.object(_fuzz, "_count_tasks", _counting_sleepers(count_tasks, worlds)),
-    ):
-        run_fuzz(300)
-    assert hibernated > 300
+    with mock.patch.object(RecordingWorker, "on_stop", plain_on_stop):
+        assert _fuzz_with_idle_workers_hibernated() > 300
 
 
 VAR: Any = __import__("contextvars").ContextVar("VAR", default="unset")
