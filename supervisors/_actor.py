@@ -667,22 +667,28 @@ class _Process:
 
     def resume(self) -> None:
         """Run the hibernated incarnation again, in a fresh task in its nursery and context."""
+        self._start_in(self._wake(), self.run)
+
+    def _wake(self) -> contextvars.Context:
+        """Undo the bookkeeping of hibernation (``_fall_asleep``); the context it kept."""
         self.hibernated = False
         self.cell.mailbox._sleeper = None
         context, self.context = self.context, None
         assert context is not None
+        return context
+
+    def _start_in(self, context: contextvars.Context, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` as this incarnation's task, in its nursery and ``context``."""
         name = self.cell.name or type(self.actor).__name__
-        context.run(self.nursery.start_soon, self.run, name=name)
+        context.run(self.nursery.start_soon, fn, *args, name=name)
 
     def _end_asleep(self, reason: ExitReason) -> None:
         """Stop or crash a hibernated incarnation with ``reason``: ``on_stop`` is called
         here, in its context, and only an awaitable it returns gets a task (see the module
         docstring)."""
-        context = self.context
-        assert context is not None
-        self.hibernated = False  # awake for what follows: a message on_stop sends itself stays
-        self.context = None  # queued (as for an awake actor), it does not start a task
-        self.cell.mailbox._sleeper = None
+        # Awake for what follows: a message on_stop sends itself stays queued (as for an awake
+        # actor), it does not start a task.
+        context = self._wake()
         self.state = STOPPING
         pending, final = None, reason
         if type(self.actor).on_stop is not _BASE_ON_STOP:
@@ -691,8 +697,7 @@ class _Process:
         if pending is None:
             self._finish(final)
         else:
-            name = self.cell.name or type(self.actor).__name__
-            context.run(self.nursery.start_soon, self._stop_task, pending, final, name=name)
+            self._start_in(context, self._stop_task, pending, final)
 
     async def _stop_task(self, pending: Awaitable[None], reason: ExitReason) -> None:
         """The task of what a hibernated incarnation's ``on_stop`` awaits (``_end_asleep``)."""

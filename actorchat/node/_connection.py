@@ -499,10 +499,9 @@ class ConnectionActor(sv.Actor):
         # fails (`unavailable`) before any session opens, rather than after a welcome (a
         # session that would never deliver anything). Guarded by
         # test_e2e_delivery.py::test_login_while_the_store_is_down_opens_no_session.
-        if node.cluster is None:
-            mailbox = await node.registry.mailbox(user)
-        else:  # a login takes the mailbox over from the node that holds it (cluster)
-            mailbox = await node.registry.mailbox(user, takeover=True)
+        # In a cluster a login takes the mailbox over from the node that holds it.
+        takeover = node.cluster is not None
+        mailbox = await node.registry.mailbox(user, takeover=takeover)
         if self.user is not None and self.user != user:
             self._leave()
         token = node.signer.issue(user, node.wall())
@@ -517,7 +516,7 @@ class ConnectionActor(sv.Actor):
             # step that decides to stop (``UserActor._tick``) and only with nothing queued, so
             # one still registered when the Attach is queued takes it. Guarded by
             # test_e2e_delivery.py::test_login_whose_mailbox_stops_before_its_attach_...
-            mailbox = await node.registry.mailbox(user, takeover=node.cluster is not None)
+            mailbox = await node.registry.mailbox(user, takeover=takeover)
         node.registry.connection_arrived(user, self.ref)
         self.mailbox_ref = mailbox
         await self._to_mailbox(Attach(self.ref))

@@ -291,7 +291,7 @@ class UserActor(sv.Actor):
         self._apply(queue.overdue(wall, ack_timeout))
         if not queue.attached:
             self._owe(queue.unstored())
-        if queue.idle() and not queue.to_store and not queue.paging:
+        if self._resting():
             if self.idle_since is None:
                 self.idle_since = now
             elif now - self.idle_since >= self.node.user_linger and not self.ref.mailbox_depth():
@@ -327,18 +327,23 @@ class UserActor(sv.Actor):
             and queue.idle()  # last: it looks at every item
         )
 
+    def _rest(self) -> None:
+        """Wait out the linger without a timer: registered for the janitor's linger rounds
+        (idle since now, or since a ticker saw it idle), unless it is stopping."""
+        if self.leaving:
+            return
+        if self.idle_since is None:
+            self.idle_since = trio.current_time()
+        self.node.registry.rest(self.name, self.ref, self.idle_since)
+
     def _wake_ticker(self) -> None:
         """After every message: a timer only while one is needed (``_ticker``); a resting
         mailbox is registered for the janitor's linger rounds instead."""
-        registry = self.node.registry
         if self._resting():
-            if not self.leaving:  # not once it is stopping
-                if self.idle_since is None:
-                    self.idle_since = trio.current_time()
-                registry.rest(self.name, self.ref, self.idle_since)
+            self._rest()
             return
         self.idle_since = None
-        registry.wake(self.name)
+        self.node.registry.wake(self.name)
         if not self.ticking and not self._quiet():
             self.ticking = True
             self.start_task(self._ticker)
@@ -372,7 +377,7 @@ class UserActor(sv.Actor):
                 if self._quiet():
                     return
                 if self._resting():
-                    self._wake_ticker()  # registered for the linger rounds instead
+                    self._rest()  # the linger rounds count the linger down instead
                     return
         finally:
             self._nap = None

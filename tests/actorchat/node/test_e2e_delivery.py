@@ -223,8 +223,8 @@ async def test_login_racing_the_idle_mailbox_stop_still_attaches(start_node):
     await _users(node.port, "alice", "bob")
     mailbox = node.registry.mailbox
 
-    async def mailbox_then_ticks(user: str) -> Any:
-        ref = await mailbox(user)
+    async def mailbox_then_ticks(user: str, **kwargs: Any) -> Any:
+        ref = await mailbox(user, **kwargs)
         if user == "bob":  # the ticker fires twice (idle, then idle for user_linger) right now
             ref.send_nowait(Tick())
             ref.send_nowait(Tick())
