@@ -180,6 +180,10 @@ class Cluster:
         self.presence_link = PresenceLink(self)
         self._claims: dict[str, _Slot] = {}
         self._claiming = False
+        # users with an ``acquire`` in flight, and those of them released meanwhile: a claim
+        # that comes back "ours" after a release handed the row on is stale (``acquire``)
+        self._acquiring: set[str] = set()
+        self._lost: set[str] = set()
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -207,6 +211,12 @@ class Cluster:
             "relay": {"written": self.relay.written, "taken": self.relay.taken},
         }
 
+    def lapsed(self) -> bool:
+        """Past the deadline of the last renewal: this node may no longer act on its lease.
+        The heartbeat fences it at its next step; a starved or paused process can do other
+        work first, and that work must not write mail (``StoreClient.write``)."""
+        return self.joined.is_set() and trio.current_time() >= self.valid_until
+
     # -- ownership -----------------------------------------------------------------------------
     async def acquire(self, user: str, *, takeover: bool) -> None:
         """Make this node the owner of ``user``'s mailbox before it starts here. Without
@@ -220,26 +230,37 @@ class Cluster:
             raise StoreUnavailable("this node is not in the cluster yet; try again")
         deadline = trio.current_time() + self.lease * 2 + 2.0
         asked: set[str] = set()
-        while True:
-            owner = await self._claim(user)
-            if owner == self.me:
-                self.owned.add(user)
-                self.owners.pop(user, None)
-                return
-            holder = owner[0]
-            if not takeover:
-                self.owners[user] = holder
-                raise StoreUnavailable(f"{user}'s mailbox is on node {holder}; try again")
-            peer = self.peers.get(holder)
-            if peer is not None and peer.up and holder not in asked:
-                asked.add(holder)
-                if await self._request_release(peer, user):
+        self._acquiring.add(user)
+        try:
+            while True:
+                owner = await self._claim(user)
+                if user in self._lost:
+                    # A release ran while the claim was out: its answer may say "ours" from
+                    # before the row was handed on. Claim again to learn where it is now.
+                    self._lost.discard(user)
                     continue
-            if trio.current_time() > deadline:
-                raise StoreUnavailable(
-                    f"{user}'s mailbox is held by node {holder}, which does not answer; try again"
-                )
-            await trio.sleep(0.2)  # wait for the holder's lease to lapse
+                if owner == self.me:
+                    self.owned.add(user)
+                    self.owners.pop(user, None)
+                    return
+                holder = owner[0]
+                if not takeover:
+                    self.owners[user] = holder
+                    raise StoreUnavailable(f"{user}'s mailbox is on node {holder}; try again")
+                peer = self.peers.get(holder)
+                if peer is not None and peer.up and holder not in asked:
+                    asked.add(holder)
+                    if await self._request_release(peer, user):
+                        continue
+                if trio.current_time() > deadline:
+                    raise StoreUnavailable(
+                        f"{user}'s mailbox is held by node {holder}, which does not answer; "
+                        "try again"
+                    )
+                await trio.sleep(0.2)  # wait for the holder's lease to lapse
+        finally:
+            self._acquiring.discard(user)
+            self._lost.discard(user)
 
     async def _claim(self, user: str) -> tuple[str, int]:
         """``cluster_claim``, batched: the claims that arrive while one is in the database go
@@ -307,6 +328,14 @@ class Cluster:
         ok = False
         event = self.moving.setdefault(user, trio.Event())
         try:
+            # A start of this mailbox here (claimed, its mail loading) ends first, and its
+            # mailbox is then stopped like any other. Overtaken, the start went on to own the
+            # user and register a mailbox on a node that had handed the row on: mail stored
+            # here and accepted while the user was online on the claimant.
+            with trio.move_on_after(node.settings.ack_timeout + 5):
+                await node.registry.started(user)
+            if user in self._acquiring:
+                self._lost.add(user)  # the wait ran out mid-claim: that claim's answer is stale
             self.owned.discard(user)
             conn = node.registry.connections.get(user)
             if conn is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import supervisors as sv
+from actorchat.store import StoreUnavailable
 
 from ._messages import Tick
 from ._queue import DeliveryQueue
@@ -68,12 +69,23 @@ class Registry:
             queue.load(max_key, dedupe, page, 500)
             sup = await node.users()
             ref = await sup.start_child((user, queue, node))
+            if node.cluster is not None and user not in node.cluster.owned:
+                # Let go while it started (a fence; a release that stopped waiting for this
+                # start): another node may own the user now, so no mailbox here.
+                ref.stop()
+                raise StoreUnavailable(f"{user}'s mailbox moved while it started; try again")
             self.mailboxes[user] = ref
             self.queues[user] = queue
             return ref
         finally:
             del self._starting[user]
             done.set()
+
+    async def started(self, user: str) -> None:
+        """Wait until no start of ``user``'s mailbox is under way (nor held by
+        ``hold_offline``)."""
+        while (pending := self._starting.get(user)) is not None:
+            await pending.wait()
 
     def hold_offline(self, users: list[str]) -> tuple[list[str], trio.Event]:
         """Of ``users``, those with no mailbox actor running or starting, held off: until the

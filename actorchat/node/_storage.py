@@ -392,9 +392,13 @@ class StoreClient:
             raise StoreUnavailable(f"the store did not answer: {e}") from e
 
     async def write(self, batch: StoreBatch, timeout: float | None = None) -> BatchResult:
-        if getattr(self.node, "fenced", False):
+        node = self.node
+        cluster = getattr(node, "cluster", None)
+        if getattr(node, "fenced", False) or (cluster is not None and cluster.lapsed()):
             # A fenced cluster node may no longer own these mailboxes: its mail rows could
             # land below the new owner's keys. Not written, so not accepted (see cluster).
+            # Past its lease deadline a node is as good as fenced, though a starved
+            # heartbeat may not have run the fence yet.
             raise StoreUnavailable("this node lost its cluster lease")
         return await self._call(Write(batch), timeout)
 

@@ -20,7 +20,7 @@ from client import Client
 
 from actorchat.cluster import LINK_PATH
 from actorchat.cluster._link import Dialing, Frame, MailItem
-from actorchat.store import StoreUnavailable
+from actorchat.store import StoreBatch, StoreUnavailable
 
 pytestmark = pytest.mark.postgres
 
@@ -235,3 +235,98 @@ async def test_a_renewal_that_hangs_fences_the_node_at_its_deadline(cluster):
         assert fenced_after < LEASE, fenced_after
         assert not n2.cluster.owned and "bob" not in n2.registry.mailboxes
         hang.set()
+
+
+async def test_a_release_that_meets_a_mailbox_start_waits_for_it_then_moves_the_mailbox(
+    cluster, nursery
+):
+    """n1 claims bob to start his mailbox for alice's send; before that start ends, bob logs
+    in on n2, which asks n1 to let go. The release used to overtake the start: n1 handed the
+    row over, then its start went on and owned bob again, so alice's later mail was stored on
+    n1 and accepted while bob was online on n2 (a split seen under load in
+    test_cluster_process.py). Now the release waits for the start and moves its mailbox."""
+    n1, n2 = await cluster("n1"), await cluster("n2")
+    await linked(n1, n2)
+    read = n1.store.read
+    claimed, go_on = trio.Event(), trio.Event()
+
+    async def claim_then_hold(method: str, *args: Any) -> Any:
+        result = await read(method, *args)
+        if method == "cluster_claim_many" and "bob" in args[0] and not go_on.is_set():
+            claimed.set()  # committed: n1 owns bob in the database, its start not over
+            await go_on.wait()
+        return result
+
+    async def go_on_once_asked() -> None:
+        with trio.move_on_after(5):
+            while "bob" not in n1.cluster.moving:  # n1 took n2's release request
+                await trio.sleep(0.001)
+        go_on.set()
+
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        n1.store.read = claim_then_hold  # type: ignore[method-assign]
+        sent = [await alice.send_message("bob", "m0")]
+        with trio.fail_after(10):
+            await claimed.wait()
+        nursery.start_soon(go_on_once_asked)
+        await bob.login("bob", timeout=15)
+        sent += [await alice.send_message("bob", f"m{i}") for i in range(1, 11)]
+        await alice.until(lambda: set(sent) <= set(alice.accepted), timeout=15)
+        await bob.until(lambda: len(bob.delivered_ids()) >= len(sent), timeout=15)
+        assert bob.delivered_ids() == sent
+    assert "bob" not in n1.cluster.owned and "bob" not in n1.registry.mailboxes
+    assert "bob" in n2.cluster.owned
+    assert not alice.errors and not bob.errors
+
+
+async def test_no_mail_is_written_past_the_lease_deadline_even_before_the_fence(cluster):
+    """A starved process can reach a mail write after its lease deadline and before its
+    heartbeat runs the fence: that write is refused too (so its mail is not accepted)."""
+    n1 = await cluster("n1")
+    with trio.fail_after(10):
+        await n1.cluster.joined.wait()
+    batch = StoreBatch(last_seen=[("nobody", 1.0)])
+    await n1.store.write(batch)
+    n1.cluster.valid_until = trio.current_time()  # the deadline passes; no checkpoint since
+    with pytest.raises(StoreUnavailable, match="lost its cluster lease"):
+        await n1.store.write(batch)
+    assert not n1.cluster.fenced  # the heartbeat had not run: the write itself refused
+
+
+async def test_a_mailbox_start_that_a_fence_overtakes_registers_no_mailbox(cluster):
+    """A fence while a mailbox starts (its mail loading) stops every mailbox and forgets what
+    the node owned; the start must not register its mailbox afterwards, on a node that no
+    longer owns the user (its new incarnation would serve it without a claim)."""
+    n1 = await cluster("n1")
+    read = n1.store.read
+    loading, go_on = trio.Event(), trio.Event()
+
+    async def hold_the_load(method: str, *args: Any) -> Any:
+        if method == "load_mailbox" and args[0] == "bob" and not go_on.is_set():
+            loading.set()
+            await go_on.wait()
+        return await read(method, *args)
+
+    async with Client.connect(n1.port) as alice:
+        await alice.register("bob")
+    n1.store.read = hold_the_load  # type: ignore[method-assign]
+    outcome: list[Any] = []
+
+    async def start() -> None:  # as incoming link mail or a group copy starts one
+        try:
+            outcome.append(await n1.registry.mailbox("bob"))
+        except StoreUnavailable as e:
+            outcome.append(e)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start)
+        with trio.fail_after(10):
+            await loading.wait()
+        assert "bob" in n1.cluster.owned
+        await n1.cluster.fence("test")
+        go_on.set()
+    assert isinstance(outcome[0], StoreUnavailable), outcome
+    assert "bob" not in n1.registry.mailboxes and "bob" not in n1.cluster.owned

@@ -255,10 +255,10 @@ class Client(Inbox):
         await self.until(lambda: len(self.frames) > start)
         assert self.frames[start] == {"type": "registered", "user": user}, self.frames[start]
 
-    async def login(self, user: str, password: str = "pw") -> str:
+    async def login(self, user: str, password: str = "pw", timeout: float = 10.0) -> str:
         start = len(self.frames)
         await self.send(type="login", user=user, password=password)
-        await self.until(lambda: len(self.frames) > start)
+        await self.until(lambda: len(self.frames) > start, timeout)
         first = self.frames[start]
         assert first["type"] == "welcome" and first["user"] == user, first
         return first["token"]
