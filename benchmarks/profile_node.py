@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h
 
 RESULTS = h.HERE / "results"
+PACED_RATE = 2000
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 AREAS = (  # (path prefix as py-spy prints it, area); the first match wins
@@ -152,13 +153,21 @@ def profile(scenario: str, seconds: float, rate: int, top: int) -> dict[str, Any
                 server.seed(f"prof{i}" for i in range(100))
                 options = dict(users=100, window=16, duration=span, warmup=1.0, prefix="prof")
                 result["load"] = "relay, 100 users, 16 in flight each, closed loop"
+            elif scenario == "paced":
+                # The latency goal's regime: open loop, so frames rarely share a read or a
+                # write, and every message pays its frames in full.
+                server.seed(f"prof{i}" for i in range(100))
+                options = dict(users=100, window=1000, rate=PACED_RATE, duration=span,
+                               warmup=1.0, prefix="prof")
+                result["load"] = f"relay, 100 users, open loop at {PACED_RATE} msgs/s"
             else:
                 server.seed(f"prof{i}" for i in range(200))
                 options = dict(users=200, concurrency=32, duration=span, prefix="prof")
                 result["load"] = "token reconnects, 200 users, 32 at a time"
 
             def drive() -> None:
-                box["result"] = h.run_loadgen(scenario, server, timeout=span + 90, **options)
+                kind = "relay" if scenario == "paced" else scenario
+                box["result"] = h.run_loadgen(kind, server, timeout=span + 90, **options)
 
             thread = threading.Thread(target=drive, daemon=True)
             thread.start()
@@ -174,6 +183,8 @@ def profile(scenario: str, seconds: float, rate: int, top: int) -> dict[str, Any
             thread.join(2 * seconds + 100)
             r = box.get("result", {})
             result["throughput"] = r.get("delivered_per_s") or r.get("logins_per_s")
+            if r.get("error"):
+                result["load_error"] = r["error"]
     finally:
         if load is not None:
             load.close()
@@ -200,12 +211,16 @@ def show(r: dict[str, Any], top: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--scenario", choices=["relay", "storm", "idle", "all"], default="all", help="what load"
+        "--scenario", choices=["relay", "paced", "storm", "idle", "all"], default="all",
+        help="what load (paced: the relay in open loop, at --paced-rate; not in all)",
     )
+    parser.add_argument("--paced-rate", type=int, default=2000, help="msgs/s for paced")
     parser.add_argument("--seconds", type=float, default=10.0, help="each sampling window")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
+    global PACED_RATE
+    PACED_RATE = args.paced_rate
     h.pin_self()
     RESULTS.mkdir(parents=True, exist_ok=True)
     scenarios = ["relay", "storm", "idle"] if args.scenario == "all" else [args.scenario]
