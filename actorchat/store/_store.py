@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._direct import DirectWriter
 from ._engine import create_engine, sqlite_directory_problem
 from ._errors import StoreClosed, StoreUnavailable, translated_errors
 from ._media import MediaMethods
@@ -80,6 +81,10 @@ class Store(MediaMethods):  # media methods: _media.py
         self._closed = False
         self.dialect: str = engine.dialect.name
         """``"postgresql"`` or ``"sqlite"``."""
+        # SQLite: ``apply`` writes on a plain sqlite3 connection in this thread (_direct.py).
+        self._direct: DirectWriter | None = None
+        if self.dialect == "sqlite" and engine.url.database and not engine.url.query:
+            self._direct = DirectWriter(engine.url.database, round(timeout * 1000))
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self._insert_user = ins(users).on_conflict_do_nothing(index_elements=["name"])
         # The hot path's statements are built with Core once, compiled once for this dialect,
@@ -145,6 +150,8 @@ class Store(MediaMethods):  # media methods: _media.py
     async def close(self) -> None:
         """Close every connection. Calls after this raise StoreClosed."""
         self._closed = True
+        if self._direct is not None:
+            self._direct.close()
         await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -253,7 +260,18 @@ class Store(MediaMethods):  # media methods: _media.py
                 latest[name] = ts
         seen_rows = list(latest.items())
         started = time.perf_counter()
-        if mail_rows or deletes or dedupe_rows or seen_rows:
+        if self._direct is not None:
+            if self._closed:
+                raise StoreClosed("apply: the store is closed")
+            statements = [
+                (sql, rows) for sql, rows in (
+                    (self._insert_mail, mail_rows), (self._insert_dedupe, dedupe_rows),
+                    (self._delete_mail, deletes), (self._upsert_last_seen, seen_rows),
+                ) if rows
+            ]
+            if statements:
+                self._direct.apply("apply", statements)
+        elif mail_rows or deletes or dedupe_rows or seen_rows:
             async with self._write("apply") as connection:
                 if mail_rows:
                     await connection.exec_driver_sql(self._insert_mail, mail_rows)
