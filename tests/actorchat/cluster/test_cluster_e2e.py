@@ -330,3 +330,42 @@ async def test_a_mailbox_start_that_a_fence_overtakes_registers_no_mailbox(clust
         go_on.set()
     assert isinstance(outcome[0], StoreUnavailable), outcome
     assert "bob" not in n1.registry.mailboxes and "bob" not in n1.cluster.owned
+
+
+async def test_a_claim_still_out_when_a_release_gives_up_waiting_is_claimed_again(
+    cluster, nursery
+):
+    """The same race, with n1's claim held past the release's bound on waiting for the start
+    (ack_timeout + 5 s): the release hands bob over without it, and the claim's answer
+    ("ours", from before) must not count. n1 claims again, finds bob on n2, and the send is
+    refused (`unavailable`: nothing promised); sent again, it reaches bob on n2."""
+    n1 = await cluster("n1", ack_timeout=0.5)
+    n2 = await cluster("n2", ack_timeout=0.5)
+    await linked(n1, n2)
+    read = n1.store.read
+    claimed, go_on = trio.Event(), trio.Event()
+
+    async def claim_then_hold(method: str, *args: Any) -> Any:
+        result = await read(method, *args)
+        if method == "cluster_claim_many" and "bob" in args[0] and not go_on.is_set():
+            claimed.set()
+            await go_on.wait()
+        return result
+
+    async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
+        await alice.register("alice")
+        await alice.register("bob")
+        await alice.login("alice")
+        n1.store.read = claim_then_hold  # type: ignore[method-assign]
+        first = await alice.send_message("bob", "m0")
+        with trio.fail_after(10):
+            await claimed.wait()
+        await bob.login("bob", timeout=15)  # n1's release waited 5.5 s, then let go
+        assert "bob" in n2.cluster.owned and "bob" not in n1.cluster.owned
+        go_on.set()
+        error = await alice.expect_error("unavailable")
+        assert error["ref"] == first and first not in alice.accepted
+        await alice.send_message("bob", "m0", id=first)
+        await alice.until(lambda: first in alice.accepted, timeout=15)
+        await bob.until(lambda: bob.delivered_ids() == [first], timeout=15)
+    assert "bob" not in n1.cluster.owned and "bob" not in n1.registry.mailboxes
