@@ -335,6 +335,18 @@ class DeliveryQueue:
                 fx.store.append(item)
         return fx
 
+    def next_due(self, ack_timeout: float) -> float | None:
+        """When ``overdue`` will next find something (wall time), or None if nothing here can
+        become overdue (every item stored). Acknowledgements only move it later."""
+        earliest = None
+        for item in self.items.values():
+            if item.stored:
+                continue
+            since = item.sent_at if item.sent_at is not None and item.sent_at >= 0 else item.ts
+            if earliest is None or since < earliest:
+                earliest = since
+        return None if earliest is None else earliest + ack_timeout
+
     # -- the store's answers --------------------------------------------------------------
     def stored(self, items: list[Item], now: float) -> Effects:
         """These items are committed: accept them; spill-only ones leave memory."""

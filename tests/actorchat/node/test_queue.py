@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actorchat.node import DeliveryQueue
+from actorchat.node._user import ticker_nap
 from actorchat.store import MailRow
 
 
@@ -100,6 +101,32 @@ def test_mail_behind_a_full_window_is_stored_after_the_ack_timeout() -> None:
         queue.incoming("alice", str(n), "", 1.0)
     assert not queue.overdue(5.0, ack_timeout=10.0).store
     assert [i.id for i in queue.overdue(11.0, ack_timeout=10.0).store] == ["0", "1", "2", "3", "4"]
+
+
+def test_next_due_is_when_overdue_first_finds_something() -> None:
+    # The mailbox's ticker sleeps until then (``ticker_nap``), not a fixed second.
+    queue = q(window=2)
+    queue.attach(0.0)
+    assert queue.next_due(10.0) is None  # nothing here
+    delivered = [queue.incoming("alice", str(n), "", 1.0 + n).deliver for n in range(3)]
+    assert queue.next_due(10.0) == 11.0  # "0", sent at 1.0
+    for t in (10.9, 11.0):
+        assert bool(queue.overdue(t, ack_timeout=10.0).store) == (t >= queue.next_due(10.0))
+    queue.ack([delivered[0][0].mid], 4.0)  # "2" moves into the window: sent at 4.0
+    assert queue.next_due(10.0) == 12.0  # "1", sent at 2.0
+    queue.ack([delivered[1][0].mid], 5.0)
+    assert queue.next_due(10.0) == 14.0  # "2": sent at 4.0, later than it arrived
+    fx = queue.overdue(14.0, ack_timeout=10.0)
+    queue.stored(fx.store, 14.1)
+    assert queue.next_due(10.0) is None  # stored: it can no longer be overdue
+
+
+def test_ticker_nap_sleeps_until_due_within_its_bounds() -> None:
+    assert ticker_nap(None, 100.0, period=1.0, ack_timeout=10.0) == 1.0
+    assert ticker_nap(107.0, 100.0, period=1.0, ack_timeout=10.0) == 7.0
+    assert ticker_nap(100.5, 100.0, period=1.0, ack_timeout=10.0) == 1.0  # at least a period
+    assert ticker_nap(90.0, 100.0, period=1.0, ack_timeout=10.0) == 1.0  # overdue already
+    assert ticker_nap(150.0, 100.0, period=1.0, ack_timeout=10.0) == 10.0  # a wall clock jump
 
 
 def test_overflow_spills_to_the_store_and_pages_back_in_order() -> None:
