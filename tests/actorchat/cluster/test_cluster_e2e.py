@@ -237,6 +237,23 @@ async def test_a_renewal_that_hangs_fences_the_node_at_its_deadline(cluster):
         hang.set()
 
 
+def hold_the_claim(node: Any, user: str) -> tuple[trio.Event, trio.Event]:
+    """Make ``node``'s next claim of ``user`` commit, then wait before it answers: returns
+    (``claimed``: it committed and waits; ``go_on``: set it to let the answer through)."""
+    read = node.store.read
+    claimed, go_on = trio.Event(), trio.Event()
+
+    async def claim_then_hold(method: str, *args: Any) -> Any:
+        result = await read(method, *args)
+        if method == "cluster_claim_many" and user in args[0] and not go_on.is_set():
+            claimed.set()  # committed: the node owns the user in the database, its start not over
+            await go_on.wait()
+        return result
+
+    node.store.read = claim_then_hold
+    return claimed, go_on
+
+
 async def test_a_release_that_meets_a_mailbox_start_waits_for_it_then_moves_the_mailbox(
     cluster, nursery
 ):
@@ -247,15 +264,6 @@ async def test_a_release_that_meets_a_mailbox_start_waits_for_it_then_moves_the_
     test_cluster_process.py). Now the release waits for the start and moves its mailbox."""
     n1, n2 = await cluster("n1"), await cluster("n2")
     await linked(n1, n2)
-    read = n1.store.read
-    claimed, go_on = trio.Event(), trio.Event()
-
-    async def claim_then_hold(method: str, *args: Any) -> Any:
-        result = await read(method, *args)
-        if method == "cluster_claim_many" and "bob" in args[0] and not go_on.is_set():
-            claimed.set()  # committed: n1 owns bob in the database, its start not over
-            await go_on.wait()
-        return result
 
     async def go_on_once_asked() -> None:
         with trio.move_on_after(5):
@@ -267,7 +275,7 @@ async def test_a_release_that_meets_a_mailbox_start_waits_for_it_then_moves_the_
         await alice.register("alice")
         await alice.register("bob")
         await alice.login("alice")
-        n1.store.read = claim_then_hold  # type: ignore[method-assign]
+        claimed, go_on = hold_the_claim(n1, "bob")
         sent = [await alice.send_message("bob", "m0")]
         with trio.fail_after(10):
             await claimed.wait()
@@ -332,9 +340,7 @@ async def test_a_mailbox_start_that_a_fence_overtakes_registers_no_mailbox(clust
     assert "bob" not in n1.registry.mailboxes and "bob" not in n1.cluster.owned
 
 
-async def test_a_claim_still_out_when_a_release_gives_up_waiting_is_claimed_again(
-    cluster, nursery
-):
+async def test_a_claim_still_out_when_a_release_gives_up_waiting_is_claimed_again(cluster):
     """The same race, with n1's claim held past the release's bound on waiting for the start
     (ack_timeout + 5 s): the release hands bob over without it, and the claim's answer
     ("ours", from before) must not count. n1 claims again, finds bob on n2, and the send is
@@ -342,21 +348,11 @@ async def test_a_claim_still_out_when_a_release_gives_up_waiting_is_claimed_agai
     n1 = await cluster("n1", ack_timeout=0.5)
     n2 = await cluster("n2", ack_timeout=0.5)
     await linked(n1, n2)
-    read = n1.store.read
-    claimed, go_on = trio.Event(), trio.Event()
-
-    async def claim_then_hold(method: str, *args: Any) -> Any:
-        result = await read(method, *args)
-        if method == "cluster_claim_many" and "bob" in args[0] and not go_on.is_set():
-            claimed.set()
-            await go_on.wait()
-        return result
-
     async with Client.connect(n1.port) as alice, Client.connect(n2.port) as bob:
         await alice.register("alice")
         await alice.register("bob")
         await alice.login("alice")
-        n1.store.read = claim_then_hold  # type: ignore[method-assign]
+        claimed, go_on = hold_the_claim(n1, "bob")
         first = await alice.send_message("bob", "m0")
         with trio.fail_after(10):
             await claimed.wait()
