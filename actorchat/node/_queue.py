@@ -44,6 +44,14 @@ class Item:
     def mid(self) -> str:
         return str(self.key)
 
+    @property
+    def waiting_since(self) -> float:
+        """Since when its sender waits for ``accepted`` to be due: its delivery on the current
+        connection, else its arrival (``sent_at`` -1 marks a spill-only item whose sender
+        was warned)."""
+        sent_at = self.sent_at
+        return sent_at if sent_at is not None and sent_at >= 0 else self.ts
+
     def row(self, recipient: str) -> MailRow:
         return MailRow(
             recipient, self.key, self.sender, self.id, self.body, self.ts, self.group, self.media
@@ -328,23 +336,16 @@ class DeliveryQueue:
         window (a recipient that reads but never acks) since it arrived."""
         fx = Effects()
         for item in self.items.values():
-            if item.stored:
-                continue
-            since = item.sent_at if item.sent_at is not None and item.sent_at >= 0 else item.ts
-            if now - since >= ack_timeout:
+            if not item.stored and now - item.waiting_since >= ack_timeout:
                 fx.store.append(item)
         return fx
 
     def next_due(self, ack_timeout: float) -> float | None:
         """When ``overdue`` will next find something (wall time), or None if nothing here can
         become overdue (every item stored). Acknowledgements only move it later."""
-        earliest = None
-        for item in self.items.values():
-            if item.stored:
-                continue
-            since = item.sent_at if item.sent_at is not None and item.sent_at >= 0 else item.ts
-            if earliest is None or since < earliest:
-                earliest = since
+        earliest = min(
+            (item.waiting_since for item in self.items.values() if not item.stored), default=None
+        )
         return None if earliest is None else earliest + ack_timeout
 
     # -- the store's answers --------------------------------------------------------------

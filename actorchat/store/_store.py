@@ -160,10 +160,13 @@ class Store(MediaMethods):  # media methods: _media.py
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    @contextlib.asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
+    def _check_open(self, what: str) -> None:
         if self._closed:
             raise StoreClosed(f"{what}: the store is closed")
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        self._check_open(what)
         try:
             # The timeout cancels the call (SQLAlchemy then discards its connection) and
             # raises TimeoutError out here; errors inside are translated before that.
@@ -259,28 +262,21 @@ class Store(MediaMethods):  # media methods: _media.py
             if ts >= latest.get(name, ts):
                 latest[name] = ts
         seen_rows = list(latest.items())
+        statements = [
+            (sql, rows) for sql, rows in (
+                (self._insert_mail, mail_rows), (self._insert_dedupe, dedupe_rows),
+                (self._delete_mail, deletes), (self._upsert_last_seen, seen_rows),
+            ) if rows
+        ]
         started = time.perf_counter()
         if self._direct is not None:
-            if self._closed:
-                raise StoreClosed("apply: the store is closed")
-            statements = [
-                (sql, rows) for sql, rows in (
-                    (self._insert_mail, mail_rows), (self._insert_dedupe, dedupe_rows),
-                    (self._delete_mail, deletes), (self._upsert_last_seen, seen_rows),
-                ) if rows
-            ]
+            self._check_open("apply")
             if statements:
                 self._direct.apply("apply", statements)
-        elif mail_rows or deletes or dedupe_rows or seen_rows:
+        elif statements:
             async with self._write("apply") as connection:
-                if mail_rows:
-                    await connection.exec_driver_sql(self._insert_mail, mail_rows)
-                if dedupe_rows:
-                    await connection.exec_driver_sql(self._insert_dedupe, dedupe_rows)
-                if deletes:
-                    await connection.exec_driver_sql(self._delete_mail, deletes)
-                if seen_rows:
-                    await connection.exec_driver_sql(self._upsert_last_seen, seen_rows)
+                for sql, rows in statements:
+                    await connection.exec_driver_sql(sql, rows)
         return BatchResult(
             mail_put=len(mail_rows), mail_deleted=len(deletes), dedupe_put=len(dedupe_rows),
             last_seen=len(seen_rows), seconds=time.perf_counter() - started,
