@@ -769,7 +769,8 @@ class _Process:
         return self.reason
 
     def needs_start_wait(self) -> bool:
-        return type(self.actor).on_start is not _BASE_ON_START
+        actor = self.actor  # None once exited (``_finish``)
+        return actor is not None and type(actor).on_start is not _BASE_ON_START
 
     # -- side tasks -----------------------------------------------------------------------
     def start_side_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
@@ -947,6 +948,10 @@ class _Process:
                     if self.may_hibernate():
                         self._fall_asleep(task)
                         raise _Hibernate()
+                # Parked, it holds no reference to the last message and reply: a parked
+                # supervisor would keep its last child exit, and with it what the ended
+                # child held, until the next message.
+                message = result = None
                 mailbox._receiver = task
                 message = await wait_task_rescheduled(abort)
             if type(message) is _Call:
@@ -1002,6 +1007,11 @@ class _Process:
         if self.actor._hosts_children:
             self.actor._release_children(reason)
         finish_incarnation(self, reason)
+        # The actor and its incarnation refer to each other (``actor._proc``): a cycle, and
+        # with it everything the actor holds (a connection's socket, its WebSocket and
+        # parser: ~55 objects) would wait for the cyclic GC. The runtime needs the actor no
+        # more; code of the actor's still running (a reader) keeps ``self._proc``.
+        self.actor = None
 
 
 def _call_on_stop(actor: Any, reason: ExitReason) -> tuple[Awaitable[None] | None, ExitReason]:
