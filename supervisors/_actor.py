@@ -48,6 +48,17 @@ awaitable for the rest, and only that is run in a fresh task (an ``async def on_
 returns its coroutine unstarted: all of it runs there). A connection asleep between its login
 and its logout then ends without a task start. Guarded by ``test_hibernate.py``.
 
+A cast (``send_nowait``) to an idle actor may be handled without waking it at all: an actor
+that overrides ``Actor.receive_now`` (a plain function) has it called at once, in the sender's
+task, when it is parked on an empty mailbox or hibernated, running, not stopping and not in a
+call; it returns False to decline (the message is then queued as usual). It is the
+synchronous part of ``receive`` for messages that only update state (a connection attached to
+a mailbox, or detached), and saves the task start that waking a hibernated actor costs. Erlang
+has no such thing: a process's code only runs in the process; here it runs in the sender's
+task but still one message at a time, in mailbox order (only an empty mailbox qualifies), and
+a raise crashes the actor as ``receive`` raising would. Guarded by
+``tests/supervisors/test_receive_now.py``.
+
 ``run_beside(ref, fn)`` runs a side task in the *calling* task rather than a task of its own (a
 socket's reader in the server's handler task, which would otherwise only wait): cancelled when
 the incarnation exits, and it crashes the incarnation if it raises, as ``start_task``. With
@@ -91,6 +102,10 @@ __all__ = [
 
 STARTING, RUNNING, STOPPING, EXITED = "starting", "running", "stopping", "exited"
 _NOTHING: Any = object()
+# The incarnations inside their ``receive_now`` now (nested: one may cast to another that is
+# idle); a cast to one of them is queued instead. One trio thread runs them all, and a
+# ``receive_now`` does not await, so a list is the whole bookkeeping.
+_INLINE: list[Any] = []
 
 
 class _Interrupt(BaseException):
@@ -280,8 +295,20 @@ class ActorRef:
         return self._cell.name
 
     def send_nowait(self, message: Any) -> None:
-        """Cast. Raises ``MailboxFull`` at the bound and ``ActorDeadError`` once it is gone."""
-        self._mailbox.put_nowait(message)
+        """Cast. Raises ``MailboxFull`` at the bound and ``ActorDeadError`` once it is gone.
+        To an idle actor that defines ``receive_now``, that may take it at once, in the
+        caller's task (see the module docstring)."""
+        mailbox = self._mailbox
+        if mailbox._receiver is not None or mailbox._sleeper is not None:
+            proc = self._cell.process
+            # (A thread actor's incarnation holds no ``Actor``: it never takes this path.)
+            if (
+                proc is not None
+                and getattr(proc.actor, "_receives_now", False)
+                and proc.receives_now(message)
+            ):
+                return
+        mailbox.put_nowait(message)
 
     async def send(self, message: Any) -> None:
         """Cast, waiting for room in the mailbox."""
@@ -371,6 +398,8 @@ class Actor:
     label: str | None = None
     #: A supervisor runs its children in a nursery inside its own task (``_supervisor``).
     _hosts_children: ClassVar[bool] = False
+    #: Overrides ``receive_now`` (set by ``__init_subclass__``): what a cast checks.
+    _receives_now: ClassVar[bool] = False
     _proc: _Process
 
     @property
@@ -383,6 +412,20 @@ class Actor:
     async def receive(self, message: Any) -> Any:
         """Handle one message. Raising crashes the actor with ``Error(exception)``."""
         return None
+
+    def receive_now(self, message: Any) -> bool:
+        """The optional fast path of a cast (``ActorRef.send_nowait``) to this actor while it
+        is idle: parked on an empty mailbox or hibernated, running, not stopping, no call
+        under way. It runs in the *sender's* task and context, at once, so it cannot await.
+        True: handled, as ``receive`` would have; False: declined, before doing anything,
+        and the message is queued as usual. Raising ends the actor as in ``receive`` (``Exit``
+        with its reason, any other exception with ``Error``).
+        What it casts to itself is queued (and wakes it as any cast)."""
+        return False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._receives_now = cls.receive_now is not Actor.receive_now
 
     def on_stop(self, reason: ExitReason) -> Awaitable[None] | None:
         """Runs when the actor stops for any reason but ``KILLED``: an ``async def``, or a
@@ -557,6 +600,34 @@ class _Process:
         actor._proc = self
 
     # -- requests from outside ------------------------------------------------------------
+    def receives_now(self, message: Any) -> bool:
+        """``Actor.receive_now`` for a cast to this incarnation while it is idle (the caller
+        has seen a parked receiver or a sleeper on its mailbox: it is empty). False, and the
+        cast is queued, where it may not (not running, stopping, crashing, a call under way,
+        or already inside its own ``receive_now``: a cast to itself from there is queued)
+        or where it declines. Raising crashes the incarnation, as ``receive`` raising would:
+        the message is then gone with it, as in OTP."""
+        if (
+            self.state != RUNNING
+            or self.stop_reason is not None
+            or self.crash_reason is not None
+            or self.forced_reason is not None
+            or self.current_call is not None
+            or self in _INLINE
+        ):
+            return False
+        _INLINE.append(self)
+        try:
+            return bool(self.actor.receive_now(message))
+        except Exit as e:  # as from ``receive``: the incarnation ends with that reason
+            self.crash(e.reason)
+            return True
+        except Exception as e:
+            self.crash(Error(e))
+            return True
+        finally:
+            _INLINE.pop()
+
     def request_stop(self, reason: ExitReason) -> None:
         if self.state == EXITED or self.stop_reason is not None:
             return

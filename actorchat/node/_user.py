@@ -136,31 +136,52 @@ class UserActor(sv.Actor):
         elif kind is ReadMail:
             self._apply(self.queue.read(message.mids))
         elif kind is Attach:
-            self._apply(self._attach(message.conn))
-            if self._nap is not None and self._quiet():
-                # The ticker that ``on_start`` started (not connected yet then) has nothing
-                # to do: end its wait now rather than a period later. In a burst of logins a
-                # ticker task per login for a second was most of what the burst left behind
-                # in the RSS. (It checks ``_quiet`` again before it ends: no wake-up is lost.)
-                nap, self._nap = self._nap, None
-                nap.cancel()
-            # A login: most users idle after it. Sleep (no task) once this is done, rather than
-            # keep a parked task until the janitor's next round: in a burst of logins those
-            # tasks piled up, and the memory they freed stayed in the process (RSS).
-            self.hibernate()
+            self._attached(message)
         elif kind is Detach or kind is sv.Down:
-            ref = message.conn if kind is Detach else message.ref
-            if self.queue.conn is ref:
-                self._detach()
-            if kind is sv.Down:
-                # A killed connection never ran its on_stop: unregister it for it.
-                self.node.registry.connection_gone(self.name, ref)
+            self._gone(message, kind)
         elif kind is Tick:
             await self._tick(now)
         elif kind is Release:
             self.leaving = True
             self.stop()
         return None
+
+    def receive_now(self, message: Any) -> bool:
+        """A login's ``Attach`` and a logout's ``Detach``, cast while this mailbox is idle
+        (asleep, most often): handled at once in the connection's task (``supervisors``),
+        rather than by waking the mailbox in a task of its own for each (two task starts per
+        login and logout). Both are plain bookkeeping; mail goes on in ``receive``."""
+        kind = type(message)
+        if kind is Attach:
+            self._attached(message)
+        elif kind is Detach:
+            self._gone(message, kind)
+        else:
+            return False
+        self._wake_ticker()
+        return True
+
+    def _attached(self, message: Attach) -> None:
+        self._apply(self._attach(message.conn))
+        if self._nap is not None and self._quiet():
+            # The ticker that ``on_start`` started (not connected yet then) has nothing to
+            # do: end its wait now rather than a period later. In a burst of logins a ticker
+            # task per login for a second was most of what the burst left behind in the RSS.
+            # (It checks ``_quiet`` again before it ends: no wake-up is lost.)
+            nap, self._nap = self._nap, None
+            nap.cancel()
+        # A login: most users idle after it. Sleep (no task) once this is done, rather than
+        # keep a parked task until the janitor's next round: in a burst of logins those tasks
+        # piled up, and the memory they freed stayed in the process (RSS).
+        self.hibernate()
+
+    def _gone(self, message: Detach | sv.Down, kind: type) -> None:
+        ref = message.conn if kind is Detach else message.ref  # type: ignore[union-attr]
+        if self.queue.conn is ref:
+            self._detach()
+        if kind is sv.Down:
+            # A killed connection never ran its on_stop: unregister it for it.
+            self.node.registry.connection_gone(self.name, ref)
 
     def _refuse(self, message: Incoming) -> None:
         text = error_text(

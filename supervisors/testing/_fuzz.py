@@ -218,6 +218,9 @@ class _Harness:
         if command.reason == "killed":
             ref.kill()
             return
+        if command.cast:
+            ref.send_nowait(("exit", command.reason))
+            return
         try:
             await ref.call(("exit", command.reason), timeout=math.inf)
         except sv.ActorDeadError as e:

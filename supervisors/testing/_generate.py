@@ -148,7 +148,7 @@ def _commands(draw: st.DrawFn, state: ModelState) -> Command:
             victims.append(_pick(draw, group))
         return Burst(tuple(victims))
     if kind == "exit":
-        return ChildExit(_pick(draw, workers), _pick(draw, REASONS))
+        return ChildExit(_pick(draw, workers), _pick(draw, REASONS), cast=draw(st.booleans()))
     if kind == "stop":
         return ChildExit(_pick(draw, sups[1:]), _pick(draw, ("shutdown", "shutdown", "killed")))
     if kind == "clock":

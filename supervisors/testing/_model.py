@@ -141,6 +141,9 @@ class ChildExit:
 
     path: Path
     reason: Reason
+    #: A worker's exit asked by a cast rather than a call: taken at once by the idle worker
+    #: (``Actor.receive_now``). The model does not tell the two apart.
+    cast: bool = False
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,16 @@ class RecordingWorker(sv.Actor):
     async def on_stop(self, reason: sv.ExitReason) -> None:
         self.world.log.append(("stop", self.path))
 
+    def receive_now(self, message: Any) -> bool:
+        # A cast exit (``ChildExit.cast``) while idle ends the worker in the harness's task
+        # (``Actor.receive_now``); a called one, or a cast while busy, goes through receive.
+        match message:
+            case ("exit", "error"):
+                raise WorkerCrash(self.path)
+            case ("exit", reason):
+                raise sv.Exit(REASONS[reason])
+        return False
+
     async def receive(self, message: Any) -> Any:
         match message:
             case ("exit", "error"):

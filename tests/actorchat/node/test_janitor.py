@@ -136,8 +136,10 @@ async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
     """The token login storm's cycle: connect, resume, welcome, close. The connection actor
     starts asleep (``start_asleep``), the reader writes the welcome itself, and the client's
     close ends the actor in place (its ``on_stop`` has nothing to await): no task of its own.
-    The mailbox wakes once, for the logout, and no ticker waits out its linger (the janitor's
-    linger rounds do). Each used to start two connection tasks and a ticker per login."""
+    The mailbox, asleep, takes the login's ``Attach`` and the logout's ``Detach`` in the
+    connection's task (``UserActor.receive_now``): no task of its own either, and no ticker
+    waits out its linger (the janitor's linger rounds do). Each used to start two connection
+    tasks and a ticker per login, then a mailbox task for the login and one for the logout."""
     monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
     node = await start_node(user_linger=600.0)
     async with Client.connect(node.port) as c:
@@ -161,7 +163,7 @@ async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
         trio.lowlevel.remove_instrument(spawned)
     assert spawned.names.count("connection") == 0, spawned.names
     assert not [name for name in spawned.names if "ticker" in name], spawned.names
-    assert spawned.names.count("user") <= 3, spawned.names
+    assert spawned.names.count("user") == 0, spawned.names
     assert "alice" in node.registry.resting  # waiting out the linger, with no task
 
 
