@@ -335,13 +335,7 @@ class _Supervisor(Actor):
         supervisor is idle (parked on an empty mailbox), so doing the request at once is the
         same as the supervisor doing it next. Spawning is then one step, not a call
         (``benchmarks/actors.py``; ``tests/supervisors/test_supervisor.py::test_instant*``)."""
-        proc = self._proc
-        return (
-            self.instant_template
-            and proc.state == RUNNING
-            and proc.stop_reason is None
-            and proc.cell.mailbox.receiver_idle()
-        )
+        return self.instant_template and self._idle()
 
     def start_child_instantly(self, arg: Any) -> ActorRef:
         template = self.spec.children[0]
@@ -355,8 +349,27 @@ class _Supervisor(Actor):
         return child.cell.ref
 
     def _on_exit(self, proc: Any, reason: ExitReason) -> None:
-        # Runs in the child's task as it ends; the supervisor handles it in order.
-        self._proc.cell.mailbox.put_signal(_ChildExit(proc.tag, proc, reason))
+        # Runs in the child's task as it ends (or where a sleeper is ended); the supervisor
+        # handles it in order. An exit that restarts nothing, to a supervisor idle now, is
+        # handled here at once: the supervisor would take it next, and it awaits nothing
+        # (``_exited_now``). A connection's logout then costs the supervisor no pass, and
+        # the next login's ``start_child`` finds it idle (``can_start_instantly``).
+        message = _ChildExit(proc.tag, proc, reason)
+        if self._idle() and not should_restart(message.child.spec.restart, reason):
+            self._exited_now(message)
+            return
+        self._proc.cell.mailbox.put_signal(message)
+
+    def _idle(self) -> bool:
+        """Running and parked on an empty mailbox: the next message is handled next."""
+        proc = self._proc
+        return (
+            proc.state == RUNNING
+            and proc.stop_reason is None
+            and proc.crash_reason is None
+            and proc.forced_reason is None
+            and proc.cell.mailbox.receiver_idle()
+        )
 
     async def _shutdown(self, child: _Child) -> ExitReason:
         """Stop one running child as its spec says (OTP's ``shutdown/1``)."""
@@ -416,16 +429,22 @@ class _Supervisor(Actor):
 
     # -- exits and restarts ---------------------------------------------------------------
     async def _child_exited(self, message: _ChildExit) -> None:
+        child = self._exited_now(message)
+        if child is not None:
+            await self._restart(child)
+
+    def _exited_now(self, message: _ChildExit) -> _Child | None:
+        """A child's exit, but for a restart (which may wait for the new incarnation's
+        start): returns the child to restart, if any."""
         child = message.child
         if child.proc is not message.proc or not self._has(child):
-            return  # a stale exit: the child was already terminated or replaced
+            return None  # a stale exit: the child was already terminated or replaced
         child.proc = None
         reason = message.reason
         if reason.abnormal:
             log.warning("%s: child %r exited: %r", self.ref.name, child.id, reason)
         if should_restart(child.spec.restart, reason):
-            await self._restart(child)
-            return
+            return child
         # OTP's del_child: a temporary child (and any simple_one_for_one child) is removed;
         # others stay as terminated specs whose mailbox refuses mail until a restart.
         child.state = TERMINATED_STATE
@@ -437,6 +456,7 @@ class _Supervisor(Actor):
             self.flags.auto_shutdown, child.spec.significant, self._significant_left()
         ):
             self.stop(SHUTDOWN)
+        return None
 
     def _significant_left(self) -> bool:
         # OTP's do_auto_shutdown(all_significant): any dynamic child left (simple), or any

@@ -1258,3 +1258,36 @@ async def test_what_an_ended_child_held_is_freed_without_the_cyclic_gc(asleep):
             assert held() is None
     finally:
         gc.enable()
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task, self.count = task, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count += task is self.task
+
+
+async def test_an_exit_that_restarts_nothing_is_handled_at_once_by_an_idle_supervisor():
+    # A logout ends a temporary connection actor: its exit is handled where the child ends,
+    # the supervisor being idle (it would take that exit next), so the supervisor takes no
+    # step for it and its next start_child finds it idle (no call). A crash of a permanent
+    # child still goes through the supervisor's mailbox (its restart awaits the start).
+    tree = spec(
+        sv.ChildSpec("holder", Holder, restart=sv.TEMPORARY), strategy=sv.SIMPLE_ONE_FOR_ONE
+    )
+    async with sv.open_supervisor(tree) as sup:
+        ref = await sup.start_child((Payload(),))
+        supervisor = sup._sup._proc
+        while not supervisor.cell.mailbox.receiver_idle():
+            await trio.sleep(0)
+        steps = _Steps(supervisor.cell.mailbox._receiver)
+        trio.lowlevel.add_instrument(steps)
+        try:
+            ref.send_nowait("stop")
+            await ref.wait()
+            assert sup.which_children() == []
+            await trio.sleep(0.01)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.count == 0
