@@ -1,14 +1,16 @@
-"""The messages actors of one node send each other: small typed records with ``__slots__``."""
+"""The messages actors of one node send each other: small typed records, ``msgspec.Struct``s
+(made in C: about 80 ns each, where a frozen dataclass took ~680 ns, a dozen of them per relayed
+message)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 
 # -- to a user's mailbox actor -------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(msgspec.Struct, frozen=True):
     sender: str
     id: str
     body: str
@@ -19,8 +21,7 @@ class Incoming:
     reply: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingBatch:
+class IncomingBatch(msgspec.Struct, frozen=True):
     """Several ``Incoming`` for one mailbox in one call: a link frame's mail for this user
     (``_cluster.py``), so a crossing message costs no actor round trip of its own. The answer
     is a list with one bool per message: taken (False: refused, the store is behind)."""
@@ -28,76 +29,64 @@ class IncomingBatch:
     items: tuple[Incoming, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Attach:
+class Attach(msgspec.Struct, frozen=True):
     conn: Any  # the connection actor's ref
 
 
-@dataclass(frozen=True, slots=True)
-class Detach:
+class Detach(msgspec.Struct, frozen=True):
     conn: Any
 
 
-@dataclass(frozen=True, slots=True)
-class AckMail:
+class AckMail(msgspec.Struct, frozen=True):
     mids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ReadMail:
+class ReadMail(msgspec.Struct, frozen=True):
     mids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Release:
+class Release(msgspec.Struct, frozen=True):
     """Stop once everything queued before this is handled (a handover to another node,
     ``_cluster._release``): sends cast to the mailbox before it are taken, then stored by
     ``on_stop``, instead of dropped with the mailbox as by ``ref.stop()``."""
 
 
 # -- to a connection actor (things to write to the socket) ---------------------------------------
-@dataclass(frozen=True, slots=True)
-class OutFrame:
+class OutFrame(msgspec.Struct, frozen=True):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutDeliver:
+class OutDeliver(msgspec.Struct, frozen=True):
     items: tuple[Any, ...]  # _queue.Item
     to: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutAccepted:
+class OutAccepted(msgspec.Struct, frozen=True):
     ids: tuple[str, ...]
     # The receipt an ack gives the same sender at the same time, carried along: one message
     # (one wake-up of the connection) instead of two. ``Node.notify`` splits it for a link.
     receipt: OutReceipt | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutReceipt:
+class OutReceipt(msgspec.Struct, frozen=True):
     status: str
     by: str
     ids: tuple[str, ...]
     group: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutReceipts:
+class OutReceipts(msgspec.Struct, frozen=True):
     """Many receipts at once, (status, by, group, ids) each: a group actor gathers its
     members' receipts for one sender, so a big group's acks do not flood that connection."""
 
     items: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Kick:
+class Kick(msgspec.Struct, frozen=True):
     """Close the connection with this WebSocket close code and reason."""
 
     code: int

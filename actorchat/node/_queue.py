@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from itertools import islice
+
+import msgspec
 
 from actorchat.store import DedupeRow, MailRow, StoreBatch
 
 
-@dataclass(slots=True)
-class Item:
+class Item(msgspec.Struct):
     key: int
     sender: str
     id: str
@@ -58,15 +58,15 @@ class Item:
         )
 
 
-@dataclass(slots=True)
-class Effects:
+class Effects(msgspec.Struct):
     """What the actor must do after a queue operation."""
 
-    deliver: list[Item] = field(default_factory=list)
-    store: list[Item] = field(default_factory=list)  # write these, then call stored()
-    accepted: dict[str, list[str]] = field(default_factory=dict)  # sender -> ids
-    delivered: dict[str, list[str]] = field(default_factory=dict)  # sender -> ids (receipts)
-    read: dict[str, list[str]] = field(default_factory=dict)
+    deliver: list[Item] = msgspec.field(default_factory=list)
+    store: list[Item] = msgspec.field(default_factory=list)  # write these, then call stored()
+    accepted: dict[str, list[str]] = msgspec.field(default_factory=dict)  # sender -> ids
+    # sender -> ids (receipts)
+    delivered: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    read: dict[str, list[str]] = msgspec.field(default_factory=dict)
     write_behind: StoreBatch | None = None
     page_in: bool = False  # fetch the next page of stored mail, then call paged()
     refused: bool = False  # not taken: the store is behind; tell the sender `unavailable`

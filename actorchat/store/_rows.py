@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+
+import msgspec
 
 NAME_MAX = 64
 CLIENT_ID_MAX = 128
@@ -65,8 +66,7 @@ def _explain(fields: dict[str, tuple[object, str]]) -> str:
             f"{CLIENT_ID_MAX}, text has no NUL, key is a signed 64-bit int, times are finite")
 
 
-@dataclass(frozen=True, slots=True)
-class MailRow:
+class MailRow(msgspec.Struct, frozen=True):
     """One stored message for one recipient; ``key`` orders a recipient's mail (unique per
     recipient, chosen by the mailbox). ``media`` is JSON text, opaque to the store."""
 
@@ -101,8 +101,7 @@ class MailRow:
             }))
 
 
-@dataclass(frozen=True, slots=True)
-class DedupeRow:
+class DedupeRow(msgspec.Struct, frozen=True):
     """"``recipient`` was given ``sender``'s message ``client_id`` as ``key``": remembered
     after the mail row is deleted, so a retried id is dropped instead of delivered twice."""
 
@@ -127,8 +126,7 @@ class DedupeRow:
             }))
 
 
-@dataclass(frozen=True, slots=True)
-class StoreBatch:
+class StoreBatch(msgspec.Struct, frozen=True):
     """Everything one group commit writes, applied in ONE transaction by ``Store.apply``.
 
     Every part is idempotent (puts ignore rows already present, deletes of absent rows do
@@ -137,17 +135,16 @@ class StoreBatch:
     message stored and acknowledged within one batch ends deleted.
     """
 
-    put_mail: Sequence[MailRow] = field(default_factory=tuple)
-    delete_mail: Sequence[tuple[str, int]] = field(default_factory=tuple)
-    put_dedupe: Sequence[DedupeRow] = field(default_factory=tuple)
-    last_seen: Sequence[tuple[str, float]] = field(default_factory=tuple)
+    put_mail: Sequence[MailRow] = ()
+    delete_mail: Sequence[tuple[str, int]] = ()
+    put_dedupe: Sequence[DedupeRow] = ()
+    last_seen: Sequence[tuple[str, float]] = ()
 
     def __bool__(self) -> bool:
         return bool(self.put_mail or self.delete_mail or self.put_dedupe or self.last_seen)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchResult:
+class BatchResult(msgspec.Struct, frozen=True):
     """What one ``apply`` committed: rows sent per kind (rows already present are counted
     too: the write is idempotent and PostgreSQL's executemany reports no per-row counts),
     and ``seconds`` from the first statement to the commit, for metrics."""
