@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import trio
 
 import supervisors as sv
@@ -28,38 +29,33 @@ log = logging.getLogger("actorchat.store")
 
 
 # -- requests -----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(msgspec.Struct, frozen=True):
     batch: StoreBatch
 
 
-@dataclass(frozen=True, slots=True)
-class Read:
+class Read(msgspec.Struct, frozen=True):
     """Any read: ``method`` of ``Store`` with ``args``."""
 
     method: str
     args: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class WriteBehind:
+class WriteBehind(msgspec.Struct, frozen=True):
     """A write nobody waits for."""
 
     batch: StoreBatch
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(msgspec.Struct):
     request: Write | Read
     reply: sv.Reply | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Hop:
+class _Hop(msgspec.Struct, frozen=True):
     """What one thread hop carries: the merged write and the reads, in arrival order."""
 
     write: StoreBatch | None
-    reads: tuple[Read, ...] = field(default_factory=tuple)
+    reads: tuple[Read, ...] = ()
 
 
 class StoreActor(sv.ThreadActor):
