@@ -4,6 +4,8 @@ in the sender's task, without waking the actor; declined, refused while busy, an
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -55,26 +57,30 @@ async def parked(ref: sv.ActorRef) -> None:
         await trio.sleep(0)
 
 
-async def test_a_cast_to_an_idle_actor_is_taken_at_once_in_the_senders_task(autojump_clock):
+@asynccontextmanager
+async def idle_fast() -> AsyncIterator[tuple[sv.ActorRef, list[Any]]]:
+    """An unsupervised ``Fast`` parked on its empty mailbox, and its log; stopped after."""
     log: list[Any] = []
     async with trio.open_nursery() as nursery:
         ref = sv.spawn(nursery, Fast(log))
         await parked(ref)
+        yield ref, log
+        ref.stop()
+
+
+async def test_a_cast_to_an_idle_actor_is_taken_at_once_in_the_senders_task(autojump_clock):
+    async with idle_fast() as (ref, log):
         ref.send_nowait(("now", 1))  # no checkpoint between the cast and the check below
         assert log == [("now", 1, trio.lowlevel.current_task())]
         ref.send_nowait("plain")  # declined: queued for receive, as any cast
         assert log[1:] == []
         await parked(ref)
         assert log[1:] == [("receive", "plain")]
-        ref.stop()
 
 
 async def test_a_busy_actor_gets_the_cast_in_its_mailbox_in_order(autojump_clock):
-    log: list[Any] = []
     release = trio.Event()
-    async with trio.open_nursery() as nursery:
-        ref = sv.spawn(nursery, Fast(log))
-        await parked(ref)
+    async with idle_fast() as (ref, log):
         ref.send_nowait(("hold", release))
         await trio.sleep(0.1)  # inside receive now, waiting
         ref.send_nowait("a")
@@ -86,26 +92,18 @@ async def test_a_busy_actor_gets_the_cast_in_its_mailbox_in_order(autojump_clock
             ("receive", "a"),
             ("receive", ("now", 1)),
         ]
-        ref.stop()
 
 
 async def test_what_receive_now_casts_to_itself_is_queued_and_handled_after(autojump_clock):
-    log: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        ref = sv.spawn(nursery, Fast(log))
-        await parked(ref)
+    async with idle_fast() as (ref, log):
         ref.send_nowait(("self", 1))
         assert log == [("now-self", 1)]
         await parked(ref)
         assert log == [("now-self", 1), ("receive", ("later", 1))]
-        ref.stop()
 
 
 async def test_raising_in_receive_now_crashes_the_actor_as_receive_would(autojump_clock):
-    log: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        ref = sv.spawn(nursery, Fast(log))
-        await parked(ref)
+    async with idle_fast() as (ref, log):
         ref.send_nowait("raise")  # the sender is not the one that fails
         reason = await ref.wait()
     assert isinstance(reason, sv.Error) and isinstance(reason.exception, Boom)
@@ -113,10 +111,7 @@ async def test_raising_in_receive_now_crashes_the_actor_as_receive_would(autojum
 
 
 async def test_a_stop_asked_in_receive_now_stops_the_actor(autojump_clock):
-    log: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        ref = sv.spawn(nursery, Fast(log))
-        await parked(ref)
+    async with idle_fast() as (ref, log):
         ref.send_nowait("stop")
         assert await ref.wait() == sv.NORMAL
     assert log == [("stop", sv.NORMAL)]
