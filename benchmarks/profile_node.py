@@ -135,7 +135,9 @@ def pyspy(pid: int, seconds: float, fmt: str, out: Path, rate: int) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 60)
 
 
-def profile(scenario: str, seconds: float, rate: int, top: int) -> dict[str, Any]:
+def profile(
+    scenario: str, seconds: float, rate: int, top: int, paced_rate: int = PACED_RATE
+) -> dict[str, Any]:
     server = h.Server("actorchat", h.workdir()).start()
     result: dict[str, Any] = {"scenario": scenario}
     load: Any = None
@@ -157,9 +159,9 @@ def profile(scenario: str, seconds: float, rate: int, top: int) -> dict[str, Any
                 # The latency goal's regime: open loop, so frames rarely share a read or a
                 # write, and every message pays its frames in full.
                 server.seed(f"prof{i}" for i in range(100))
-                options = dict(users=100, window=1000, rate=PACED_RATE, duration=span,
+                options = dict(users=100, window=1000, rate=paced_rate, duration=span,
                                warmup=1.0, prefix="prof")
-                result["load"] = f"relay, 100 users, open loop at {PACED_RATE} msgs/s"
+                result["load"] = f"relay, 100 users, open loop at {paced_rate} msgs/s"
             else:
                 server.seed(f"prof{i}" for i in range(200))
                 options = dict(users=200, concurrency=32, duration=span, prefix="prof")
@@ -214,19 +216,17 @@ def main() -> None:
         "--scenario", choices=["relay", "paced", "storm", "idle", "all"], default="all",
         help="what load (paced: the relay in open loop, at --paced-rate; not in all)",
     )
-    parser.add_argument("--paced-rate", type=int, default=2000, help="msgs/s for paced")
+    parser.add_argument("--paced-rate", type=int, default=PACED_RATE, help="msgs/s for paced")
     parser.add_argument("--seconds", type=float, default=10.0, help="each sampling window")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    global PACED_RATE
-    PACED_RATE = args.paced_rate
     h.pin_self()
     RESULTS.mkdir(parents=True, exist_ok=True)
     scenarios = ["relay", "storm", "idle"] if args.scenario == "all" else [args.scenario]
     out = {}
     for scenario in scenarios:
-        out[scenario] = profile(scenario, args.seconds, args.rate, args.top)
+        out[scenario] = profile(scenario, args.seconds, args.rate, args.top, args.paced_rate)
         show(out[scenario], args.top)
     (RESULTS / "profile.json").write_text(json.dumps(out, indent=1))
 

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ._engine import set_sqlite_connection_pragmas
 from ._errors import StoreIntegrityError, StoreUnavailable
 
 
@@ -38,8 +39,7 @@ class DirectWriter:
         # isolation_level=None: no implicit BEGIN, the transaction is the one written below.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            db.execute("PRAGMA synchronous=FULL")  # as the engine's connections (_engine.py)
+            set_sqlite_connection_pragmas(db, self.busy_timeout_ms)  # as the engine's pool
         except BaseException:
             db.close()
             raise

@@ -109,8 +109,7 @@ def create_engine(
     def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cursor.execute("PRAGMA synchronous=FULL")
+            set_sqlite_connection_pragmas(cursor, busy_ms)
             # WAL is a property of the file: set once, it stays. Switching takes an exclusive
             # lock without waiting on busy_timeout, so when connections open together on a
             # new file the losers get "database is locked": the winner is switching it.
@@ -126,3 +125,10 @@ def create_engine(
             cursor.close()
 
     return engine
+
+
+def set_sqlite_connection_pragmas(cursor: Any, busy_ms: int) -> None:
+    """What every SQLite connection of the store sets (the engine's pool and ``_direct.py``'s
+    writer): wait up to ``busy_ms`` for the file's lock, and fsync every commit."""
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    cursor.execute("PRAGMA synchronous=FULL")

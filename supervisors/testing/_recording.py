@@ -71,19 +71,19 @@ class RecordingWorker(sv.Actor):
     def receive_now(self, message: Any) -> bool:
         # A cast exit (``ChildExit.cast``) while idle ends the worker in the harness's task
         # (``Actor.receive_now``); a called one, or a cast while busy, goes through receive.
-        match message:
-            case ("exit", "error"):
-                raise WorkerCrash(self.path)
-            case ("exit", reason):
-                raise sv.Exit(REASONS[reason])
+        self._exit_if_asked(message)
         return False
 
-    async def receive(self, message: Any) -> Any:
+    def _exit_if_asked(self, message: Any) -> None:
         match message:
             case ("exit", "error"):
                 raise WorkerCrash(self.path)
             case ("exit", reason):
                 raise sv.Exit(REASONS[reason])
+
+    async def receive(self, message: Any) -> Any:
+        self._exit_if_asked(message)
+        match message:
             case ("park", Parked() as parked):
                 parked.worker = self
                 self.defer_reply()
