@@ -118,17 +118,9 @@ class UserActor(sv.Actor):
             self._wake_ticker()
 
     async def _receive(self, message: Any) -> Any:
-        now = trio.current_time()
         kind = type(message)
         if kind is Incoming:
-            fx = self._take(message, self.node.wall(), MESSAGES.isEnabledFor(DEBUG))
-            self._apply(fx)
-            if message.reply is not None:  # a cast: nobody waits for our answer
-                if fx.refused:
-                    self._refuse(message)
-                else:
-                    self.node.metrics["received"] += 1
-            return not fx.refused
+            return self._incoming(message)
         if kind is IncomingBatch:
             return self._incoming_batch(message)
         if kind is AckMail:
@@ -140,19 +132,31 @@ class UserActor(sv.Actor):
         elif kind is Detach or kind is sv.Down:
             self._gone(message, kind)
         elif kind is Tick:
-            await self._tick(now)
+            await self._tick(trio.current_time())
         elif kind is Release:
             self.leaving = True
             self.stop()
         return None
 
     def receive_now(self, message: Any) -> bool:
-        """A login's ``Attach`` and a logout's ``Detach``, cast while this mailbox is idle
-        (asleep, most often): handled at once in the connection's task (``supervisors``),
-        rather than by waking the mailbox in a task of its own for each (two task starts per
-        login and logout). Both are plain bookkeeping; mail goes on in ``receive``."""
+        """What a connection casts while this mailbox is idle (no mail queued: most of the
+        time, outside a burst), handled at once in the connection's task (``supervisors``)
+        rather than by waking the mailbox in a task of its own: a cast ``send``
+        (``Incoming``), an ``ack`` or ``read``, a login's ``Attach`` and a logout's
+        ``Detach``. None of them awaits anything (their effects are casts and write-behind
+        batches), and they are taken one at a time, in order, as ``receive`` takes them: only
+        an empty mailbox qualifies. A message handled here skips a pass of the scheduler on
+        its way (the sender's ``send`` is queued for the recipient's connection in the very
+        step that read it) and the task switch that waking the mailbox costs: two per relayed
+        message, one for its ``send`` and one for its ``ack``."""
         kind = type(message)
-        if kind is Attach:
+        if kind is Incoming:
+            self._incoming(message)
+        elif kind is AckMail:
+            self._apply(self.queue.ack(message.mids, self.node.wall()))
+        elif kind is ReadMail:
+            self._apply(self.queue.read(message.mids))
+        elif kind is Attach:
             self._attached(message)
         elif kind is Detach:
             self._gone(message, kind)
@@ -160,6 +164,17 @@ class UserActor(sv.Actor):
             return False
         self._wake_ticker()
         return True
+
+    def _incoming(self, message: Incoming) -> bool:
+        """One message for this mailbox: taken (True) or refused (the store is behind)."""
+        fx = self._take(message, self.node.wall(), MESSAGES.isEnabledFor(DEBUG))
+        self._apply(fx)
+        if message.reply is not None:  # a cast: nobody waits for our answer
+            if fx.refused:
+                self._refuse(message)
+            else:
+                self.node.metrics["received"] += 1
+        return not fx.refused
 
     def _attached(self, message: Attach) -> None:
         self._apply(self._attach(message.conn))

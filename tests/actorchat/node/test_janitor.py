@@ -167,6 +167,56 @@ async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
     assert "alice" in node.registry.resting  # waiting out the linger, with no task
 
 
+class _Stepped(_Spawned):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[str] = []
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps.append(task.name)
+
+
+async def test_a_message_and_its_ack_to_an_idle_mailbox_run_no_mailbox_task(
+    start_node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bob's mailbox is asleep: alice's ``send`` (an ``Incoming`` cast) and bob's ``ack``
+    (an ``AckMail``) are each taken in the sending connection's task
+    (``UserActor.receive_now``), as the mailbox would take them: bob gets the message, alice
+    its ``accepted`` and ``receipt``, and no mailbox task is started or stepped. Each used to
+    wake the mailbox: a task start (or a step) and a pass of the scheduler, twice per
+    message. A message that finds mail queued still goes through the mailbox, in order."""
+    monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
+    node = await start_node(ack_timeout=60.0)
+    async with Client.connect(node.port) as c:
+        await c.register("alice")
+        await c.register("bob")
+    async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
+        for client, user in ((alice, "alice"), (bob, "bob")):
+            await client.login(user)
+            registry = node.registry
+            with trio.fail_after(5):
+                while user not in registry.connections:
+                    await trio.sleep(0.01)
+            mailbox = registry.mailboxes[user]
+            with trio.fail_after(5):
+                while not mailbox.is_hibernating():
+                    await trio.sleep(0.01)
+        stepped = _Stepped()
+        trio.lowlevel.add_instrument(stepped)
+        try:
+            ids = [await alice.send_message("bob", f"hi {i}") for i in range(3)]
+            await bob.until(lambda: len(bob.deliveries) == 3)
+            await alice.until(lambda: alice.accepted == ids)
+            await alice.until(lambda: len(alice.receipts["delivered"]) == 3)
+        finally:
+            trio.lowlevel.remove_instrument(stepped)
+        assert [d["body"] for d in bob.deliveries] == ["hi 0", "hi 1", "hi 2"]
+        assert alice.receipts["delivered"] == [("bob", i) for i in ids]
+        assert stepped.names.count("user") == 0, stepped.names
+        assert stepped.steps.count("user") == 0, sorted(set(stepped.steps))
+        assert node.metrics["received"] == 3
+
+
 async def test_the_linger_rounds_stop_resting_mailboxes_and_spare_the_others(start_node) -> None:
     """An offline mailbox with nothing pending rests (no ticker) and stops once a linger
     round finds its linger over; one that got a connection back is not stopped."""
