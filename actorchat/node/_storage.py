@@ -201,8 +201,14 @@ def merge(batches: list[StoreBatch]) -> StoreBatch:
     return StoreBatch(put_mail, delete_mail, put_dedupe, last_seen)
 
 
-# Seconds a hop carrying only write-behind batches waits for more to join it.
-WRITE_BEHIND_DELAY = 0.01
+# Seconds a hop carrying only write-behind batches waits for more to join it. Each ack turn of
+# a mailbox queues one (its dedupe rows, deletes of delivered stored mail), and a hop costs
+# the same thread hand-offs and commit whether it carries one row or a thousand: at 10 ms, a
+# node relaying a few hundred messages a second paid a hop for nearly every message (the store
+# thread was a fifth of the node's CPU at 50 msgs/s). Under load hops run back to back and
+# this delay does not count. It bounds how long an acknowledged message's dedupe row may be
+# missing after a node is killed (docs/guarantees.md, section 2).
+WRITE_BEHIND_DELAY = 0.05
 
 
 # Upper bounds of the group-commit histograms (/metrics: actorchat_store_batch_*).
