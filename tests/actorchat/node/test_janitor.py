@@ -91,6 +91,20 @@ async def test_idle_users_hibernate_and_their_mail_still_flows(start_node) -> No
             await trio.sleep(0.02)
 
 
+async def _register(node: Node, *users: str) -> None:
+    async with Client.connect(node.port) as c:
+        for user in users:
+            await c.register(user)
+
+
+async def _log_in(node: Node, client: Client, user: str) -> None:
+    """Log ``client`` in as ``user`` and wait until the node has its connection."""
+    await client.login(user)
+    with trio.fail_after(5):
+        while user not in node.registry.connections:
+            await trio.sleep(0.01)
+
+
 async def test_a_login_leaves_both_actors_asleep_without_a_round(
     start_node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,16 +114,11 @@ async def test_a_login_leaves_both_actors_asleep_without_a_round(
     (the memory those tasks freed stayed in the RSS). Mail still flows."""
     monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
     node = await start_node(ack_timeout=60.0)  # the ticker's period: 1 s
-    async with Client.connect(node.port) as c:
-        await c.register("alice")
-        await c.register("bob")
+    await _register(node, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         for client, user in ((alice, "alice"), (bob, "bob")):
-            await client.login(user)
+            await _log_in(node, client, user)
             registry = node.registry
-            with trio.fail_after(5):
-                while user not in registry.connections:
-                    await trio.sleep(0.01)
             mailbox, conn = registry.mailboxes[user], registry.connections[user]
             actor = mailbox._cell.process.actor
             with trio.fail_after(0.6):  # well within the ticker's period
@@ -122,12 +131,18 @@ async def test_a_login_leaves_both_actors_asleep_without_a_round(
         assert bob.deliveries[0]["body"] == "hi"
 
 
-class _Spawned(trio.abc.Instrument):
+class _Tasks(trio.abc.Instrument):
+    """The names of the tasks spawned (``names``) and of the tasks stepped (``steps``)."""
+
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.steps: list[str] = []
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         self.names.append(task.name)
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps.append(task.name)
 
 
 async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
@@ -149,7 +164,7 @@ async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
     with trio.fail_after(5):  # that session is over (its end is not what is counted)
         while "alice" in node.registry.connections:
             await trio.sleep(0.01)
-    spawned = _Spawned()
+    spawned = _Tasks()
     trio.lowlevel.add_instrument(spawned)
     try:
         for _ in range(3):
@@ -167,15 +182,6 @@ async def test_a_token_login_and_logout_start_no_task_for_the_connection_actor(
     assert "alice" in node.registry.resting  # waiting out the linger, with no task
 
 
-class _Stepped(_Spawned):
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[str] = []
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps.append(task.name)
-
-
 async def test_a_message_and_its_ack_to_an_idle_mailbox_run_no_mailbox_task(
     start_node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,24 +190,18 @@ async def test_a_message_and_its_ack_to_an_idle_mailbox_run_no_mailbox_task(
     (``UserActor.receive_now``), as the mailbox would take them: bob gets the message, alice
     its ``accepted`` and ``receipt``, and no mailbox task is started or stepped. Each used to
     wake the mailbox: a task start (or a step) and a pass of the scheduler, twice per
-    message. A message that finds mail queued still goes through the mailbox, in order."""
+    message."""
     monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
     node = await start_node(ack_timeout=60.0)
-    async with Client.connect(node.port) as c:
-        await c.register("alice")
-        await c.register("bob")
+    await _register(node, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         for client, user in ((alice, "alice"), (bob, "bob")):
-            await client.login(user)
-            registry = node.registry
-            with trio.fail_after(5):
-                while user not in registry.connections:
-                    await trio.sleep(0.01)
-            mailbox = registry.mailboxes[user]
+            await _log_in(node, client, user)
+            mailbox = node.registry.mailboxes[user]
             with trio.fail_after(5):
                 while not mailbox.is_hibernating():
                     await trio.sleep(0.01)
-        stepped = _Stepped()
+        stepped = _Tasks()
         trio.lowlevel.add_instrument(stepped)
         try:
             ids = [await alice.send_message("bob", f"hi {i}") for i in range(3)]
