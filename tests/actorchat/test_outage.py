@@ -41,7 +41,7 @@ import trio
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "node"))
-from client import Client, new_id
+from client import Client, new_id, register_users
 
 from actorchat.config import Settings
 from actorchat.node import Node
@@ -339,12 +339,6 @@ async def node_behind_proxy(pg_url: Any, **overrides: Any) -> AsyncIterator[tupl
             )
 
 
-async def _register(port: int, *names: str) -> None:
-    async with Client.connect(port) as c:
-        for name in names:
-            await c.register(name)
-
-
 def check_offline_outcomes(
     sender: TimedClient, ids: list[str], cut_done: float, restored: float
 ) -> tuple[list[str], list[str]]:
@@ -412,7 +406,7 @@ async def test_outage_online_delivery_goes_on_offline_mail_waits_or_fails(pg_url
     in memory), alice -> dave (offline, no mailbox: loading one needs the store)."""
     async with node_behind_proxy(pg_url) as (node, proxy):
         assert node.sup is not None and node.port
-        await _register(node.port, "alice", "bob", "carol", "dave")
+        await register_users(node.port, "alice", "bob", "carol", "dave")
         async with (
             TimedClient.connect(node.port) as alice,
             TimedClient.connect(node.port) as bob,
@@ -516,7 +510,7 @@ async def test_outage_mid_stream_loses_nothing_accepted(pg_url):
     n = 300
     async with node_behind_proxy(pg_url, mailbox_bound=20) as (node, proxy):
         assert node.sup is not None and node.port
-        await _register(node.port, "alice", "bob", "carol")
+        await register_users(node.port, "alice", "bob", "carol")
         async with (
             TimedClient.connect(node.port) as alice,
             TimedClient.connect(node.port) as bob,
@@ -606,7 +600,7 @@ async def test_outage_a_commit_whose_answer_is_lost_is_delivered_once(pg_url):
     bound of 1, so her second message is written to the store alone (a spill)."""
     async with node_behind_proxy(pg_url, mailbox_bound=1) as (node, proxy):
         assert node.sup is not None and node.port
-        await _register(node.port, "alice", "carol")
+        await register_users(node.port, "alice", "carol")
         async with TimedClient.connect(node.port) as alice, trio.open_nursery() as readers:
             await alice.login("alice")
             readers.start_soon(alice.pump)

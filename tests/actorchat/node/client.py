@@ -192,6 +192,13 @@ class Inbox:
 
 
 # -- trio-websocket --------------------------------------------------------------------------
+async def register_users(port: int, *names: str) -> None:
+    """Register ``names`` (password ``pw``) over one connection to the node at ``port``."""
+    async with Client.connect(port) as c:
+        for name in names:
+            await c.register(name)
+
+
 class Client(Inbox):
     """A trio-websocket client for in-process tests."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from client import Client, ConnectionLost, Inbox, new_id
+from client import Client, ConnectionLost, Inbox, new_id, register_users
 from node_harness import DIALECTS, restarted
 
 import supervisors as sv
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)
 
 def injected() -> sv.Error:
     return sv.Error(RuntimeError("injected"))
-
-
-async def _users(port: int, *names: str) -> None:
-    async with Client.connect(port) as c:
-        for name in names:
-            await c.register(name)
 
 
 def mids_by_id(deliveries: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
@@ -51,7 +45,7 @@ async def test_mailbox_crash_mid_stream_loses_nothing(start_node, offline_first)
     the mail was queued while he was offline with a mailbox bound of 100, so most of it is
     paged in from the store during the stream."""
     node = await start_node(mailbox_bound=100, ack_timeout=0.5)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 1500
     ids = [new_id() for _ in range(n)]
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
@@ -89,7 +83,7 @@ async def test_mailbox_crash_during_page_in_loses_nothing(start_node):
     while it reads the next page from the store, three times. The restarted actor must resume
     paging (it once stayed "paging" forever and the rest of the mail never came)."""
     node = await start_node(mailbox_bound=100)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 1500
     ids = [new_id() for _ in range(n)]
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
@@ -119,7 +113,7 @@ async def test_mailbox_crash_during_page_in_loses_nothing(start_node):
 
 async def test_connection_crash_of_recipient_loses_nothing(start_node):
     node = await start_node(ack_timeout=0.5)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 1000
     ids = [new_id() for _ in range(n)]
     seen = Inbox()  # everything bob received, over both connections
@@ -159,7 +153,7 @@ async def test_connection_crash_of_recipient_loses_nothing(start_node):
 
 async def test_connection_crash_of_sender_then_retry_loses_nothing(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 1000
     ids = [new_id() for _ in range(n)]
     async with Client.connect(node.port) as bob:
@@ -192,7 +186,7 @@ async def test_a_killed_connection_closes_its_socket_and_the_user_can_log_in_aga
     # The reader runs in the gateway's handler task, cancelled through the connection's nursery
     # when its actor exits (``sv.run_beside(scope=...)``): a kill (no on_stop) ends the socket.
     node = await start_node()
-    await _users(node.port, "bob")
+    await register_users(node.port, "bob")
     async with Client.connect(node.port) as bob:
         await bob.login("bob")
         await _wait(lambda: "bob" in node.registry.connections)

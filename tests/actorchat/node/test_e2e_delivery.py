@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from client import Client, new_id
+from client import Client, new_id, register_users
 from node_harness import DIALECTS, restarted, stop_node
 
 from actorchat.node import DeliveryQueue, _registry
@@ -24,15 +24,9 @@ from actorchat.store import StoreUnavailable
 pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)
 
 
-async def _users(port: int, *names: str) -> None:
-    async with Client.connect(port) as c:
-        for name in names:
-            await c.register(name)
-
-
 async def test_online_delivery_in_order_with_accepted_and_receipts(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with (
         Client.connect(node.port) as alice,
         Client.connect(node.port, auto_ack=True, auto_read=True) as bob,
@@ -70,7 +64,7 @@ async def test_online_delivery_in_order_with_accepted_and_receipts(start_node):
 
 async def test_offline_recipient_gets_mail_on_login(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         ids = [await alice.send_message("bob", f"m{i}") for i in range(20)]
@@ -90,7 +84,7 @@ async def test_offline_recipient_gets_mail_on_login(start_node):
 
 async def test_disconnect_before_ack_redelivers_same_mids_in_order(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         async with Client.connect(node.port, auto_ack=False) as bob:
@@ -115,7 +109,7 @@ async def test_disconnect_before_ack_redelivers_same_mids_in_order(start_node):
 
 async def test_sender_retry_is_accepted_again_and_delivered_at_most_once(start_node):
     node = await start_node(user_linger=0.2)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         # Offline recipient: the retry arrives while the first copy is stored.
@@ -156,7 +150,7 @@ async def test_silent_recipient_does_not_hold_up_acceptance(start_node):
     """A connected recipient that reads but never acks gets one delivery window; everything
     for him (sent or waiting behind the window) is stored and accepted within ack_timeout."""
     node = await start_node(ack_timeout=0.5)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 600
     async with Client.connect(node.port) as alice, Client.connect(node.port, auto_ack=False) as bob:
         await alice.login("alice")
@@ -181,7 +175,7 @@ async def test_ack_during_store_write_leaves_no_row_behind(start_node):
     in flight. The row must not outlive the ack: after a restart nothing comes again (it once
     did, with the same mid, and his mailbox never went idle)."""
     node = await start_node(ack_timeout=0.5, user_linger=0.2)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     writing, release = trio.Event(), trio.Event()
     write = node.store.write
 
@@ -220,7 +214,7 @@ async def test_login_racing_the_idle_mailbox_stop_still_attaches(start_node):
     Tick, it used to stop (idle long enough) and drop the Attach queued behind it: bob was
     online and got nothing, his mail went to a new mailbox that thought him offline."""
     node = await start_node(user_linger=0.0)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     mailbox = node.registry.mailbox
 
     async def mailbox_then_ticks(user: str, **kwargs: Any) -> Any:
@@ -246,7 +240,7 @@ async def test_login_whose_mailbox_stops_before_its_attach_attaches_to_the_next(
     queued to the stopping mailbox and dropped with it: bob was online, his mail went to a new
     mailbox that thought him offline, and he got nothing until he logged in again."""
     node = await start_node(user_linger=600.0)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     mailbox = node.registry.mailbox
     stopped: list[Any] = []
 
@@ -285,7 +279,7 @@ async def test_slow_store_sheds_new_mail_not_memory(start_node, monkeypatch):
 
     monkeypatch.setattr(_registry, "DeliveryQueue", RecordedQueue)
     node = await start_node(mailbox_bound=100)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     write = node.store.write
     # The store takes no mail at all until the node has refused some: however slowly this
     # machine runs the sender, the backlog reaches its bound (the test used to rely on the
@@ -334,7 +328,7 @@ async def test_login_while_the_store_is_down_opens_no_session(start_node):
     `unavailable` and no session opens (it used to send welcome first: a session that never
     delivered anything). Once the store is back, the same connection logs in and gets his mail."""
     node = await start_node(user_linger=0.1)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         id = await alice.send_message("bob", "while you were out")
@@ -373,7 +367,7 @@ async def test_thousand_queued_messages_delivered_in_order_on_login(start_node, 
     if where == "reloaded":
         options["user_linger"] = 0.2
     node = await start_node(**options)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     n = 1000
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
@@ -402,7 +396,7 @@ async def test_thousand_queued_messages_delivered_in_order_on_login(start_node, 
 
 async def test_session_takeover_closes_first_and_moves_unacked_mail(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         async with Client.connect(node.port, auto_ack=False) as first:

@@ -13,18 +13,12 @@ from typing import Any
 
 import pytest
 import trio
-from client import Client, Inbox, SyncClient, new_id
+from client import Client, Inbox, SyncClient, new_id, register_users
 from node_harness import DIALECTS, restarted
 
 import supervisors as sv
 
 pytestmark = pytest.mark.parametrize("dialect", DIALECTS, indirect=True)
-
-
-async def _users(port: int, *names: str) -> None:
-    async with Client.connect(port) as c:
-        for name in names:
-            await c.register(name)
 
 
 def groups_seen(inbox: Inbox) -> list[dict[str, Any]]:
@@ -73,7 +67,7 @@ async def _create(c: Client, name: str, members: list[str]) -> str:
 
 async def test_membership_changes_are_seen_by_all_and_owner_rights_hold(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob", "carol", "dave")
+    await register_users(node.port, "alice", "bob", "carol", "dave")
     async with (
         Client.connect(node.port) as alice,
         Client.connect(node.port) as bob,
@@ -139,7 +133,7 @@ async def test_membership_changes_are_seen_by_all_and_owner_rights_hold(start_no
 
 async def test_every_welcome_sends_one_group_frame_per_membership(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob", "carol")
+    await register_users(node.port, "alice", "bob", "carol")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         g1 = await _create(alice, "one", ["bob"])
@@ -164,7 +158,7 @@ async def test_every_welcome_sends_one_group_frame_per_membership(start_node):
 
 async def test_group_messages_online_and_offline_with_receipts_and_retry(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob", "carol")
+    await register_users(node.port, "alice", "bob", "carol")
     async with (
         Client.connect(node.port) as alice,
         Client.connect(node.port, auto_read=True) as bob,
@@ -219,7 +213,7 @@ async def test_one_order_under_concurrent_senders(start_node):
     with its own messages left out."""
     node = await start_node()
     names = ["ann", "ben", "cat"]
-    await _users(node.port, *names, "reader")
+    await register_users(node.port, *names, "reader")
     n = 150
     async with Client.connect(node.port) as reader:
         await reader.login("reader")
@@ -254,7 +248,7 @@ async def test_group_actor_crash_mid_fan_out_loses_nothing(start_node, online):
     order, and only the group actor restarted."""
     node = await start_node()
     members = [f"m{i:02d}" for i in range(15)]
-    await _users(node.port, "boss", *members)
+    await register_users(node.port, "boss", *members)
     n = 300
     ids = [new_id() for _ in range(n)]
     async with Client.connect(node.port) as boss:
@@ -326,7 +320,7 @@ async def test_group_actor_crash_mid_fan_out_loses_nothing(start_node, online):
 async def test_typing_to_a_group_reaches_its_other_online_members(start_node):
     """Typing is the presence feature's; groups give it the members (``node.group_members``)."""
     node = await start_node()
-    await _users(node.port, "alice", "bob", "carol", "dave")
+    await register_users(node.port, "alice", "bob", "carol", "dave")
     async with (
         Client.connect(node.port) as alice,
         Client.connect(node.port) as bob,
@@ -352,7 +346,7 @@ async def test_messages_sent_before_members_leave_still_complete(start_node):
     (alice leaves too) while bob's copies are unacknowledged; they stay his, and alice still
     hears `accepted` once he acknowledges them."""
     node = await start_node(ack_timeout=30.0)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with (
         Client.connect(node.port) as alice,
         Client.connect(node.port, auto_ack=False) as bob,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from client import Client
+from client import Client, register_users
 from node_harness import make_settings, stop_node
 
 from actorchat.node import Node, _janitor
@@ -65,9 +65,7 @@ async def test_idle_users_hibernate_and_their_mail_still_flows(start_node) -> No
     a message wakes them, is delivered, acknowledged and accepted as ever, and a sleeping
     connection is still closed when its client leaves."""
     node = await start_node()
-    async with Client.connect(node.port) as c:
-        await c.register("alice")
-        await c.register("bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         await alice.login("alice")
         await bob.login("bob")
@@ -91,12 +89,6 @@ async def test_idle_users_hibernate_and_their_mail_still_flows(start_node) -> No
             await trio.sleep(0.02)
 
 
-async def _register(node: Node, *users: str) -> None:
-    async with Client.connect(node.port) as c:
-        for user in users:
-            await c.register(user)
-
-
 async def _log_in(node: Node, client: Client, user: str) -> None:
     """Log ``client`` in as ``user`` and wait until the node has its connection."""
     await client.login(user)
@@ -114,7 +106,7 @@ async def test_a_login_leaves_both_actors_asleep_without_a_round(
     (the memory those tasks freed stayed in the RSS). Mail still flows."""
     monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
     node = await start_node(ack_timeout=60.0)  # the ticker's period: 1 s
-    await _register(node, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         for client, user in ((alice, "alice"), (bob, "bob")):
             await _log_in(node, client, user)
@@ -193,7 +185,7 @@ async def test_a_message_and_its_ack_to_an_idle_mailbox_run_no_mailbox_task(
     message."""
     monkeypatch.setattr(_janitor, "HIBERNATE_EVERY", 3600.0)  # no janitor round meanwhile
     node = await start_node(ack_timeout=60.0)
-    await _register(node, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         for client, user in ((alice, "alice"), (bob, "bob")):
             await _log_in(node, client, user)
@@ -221,9 +213,7 @@ async def test_the_linger_rounds_stop_resting_mailboxes_and_spare_the_others(sta
     """An offline mailbox with nothing pending rests (no ticker) and stops once a linger
     round finds its linger over; one that got a connection back is not stopped."""
     node = await start_node(user_linger=0.3)
-    async with Client.connect(node.port) as c:
-        await c.register("alice")
-        await c.register("bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as c:
         await c.login("alice")
     async with Client.connect(node.port) as bob:

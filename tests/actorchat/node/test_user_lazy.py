@@ -7,15 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from client import Client
+from client import Client, register_users
 
 from actorchat.node._user import UserActor
-
-
-async def _users(port: int, *names: str) -> None:
-    async with Client.connect(port) as c:
-        for name in names:
-            await c.register(name)
 
 
 def _actor(node: Any, user: str) -> UserActor:
@@ -36,7 +30,7 @@ async def _until(done: Any, timeout: float = 10.0) -> None:
 
 async def test_idle_connected_user_keeps_no_side_task(start_node):
     node = await start_node()
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(node.port) as bob:
         await alice.login("alice")
         await bob.login("bob")
@@ -54,7 +48,7 @@ async def test_idle_connected_user_keeps_no_side_task(start_node):
 
 async def test_offline_mail_starts_the_storage_task_and_it_ends(start_node):
     node = await start_node(user_linger=60.0)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice:
         await alice.login("alice")
         ids = [await alice.send_message("bob", f"m{i}") for i in range(5)]
@@ -72,7 +66,7 @@ async def test_offline_mail_starts_the_storage_task_and_it_ends(start_node):
 
 async def test_mail_queued_during_a_write_is_written_before_the_task_ends(start_node):
     node = await start_node(user_linger=60.0)
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     writing, release = trio.Event(), trio.Event()
     batches: list[int] = []
     write = node.store.write
@@ -111,7 +105,7 @@ async def test_the_ticker_of_a_connected_mailbox_sleeps_until_mail_can_be_overdu
     each in flight the naps were a quarter of the node's CPU. It now sleeps until the first
     item can be overdue, and that item is still stored (and accepted) on time."""
     node = await start_node(ack_timeout=2.0)  # the old period: 1 s
-    await _users(node.port, "alice", "bob")
+    await register_users(node.port, "alice", "bob")
     async with Client.connect(node.port) as alice, Client.connect(
         node.port, auto_ack=False
     ) as bob:
