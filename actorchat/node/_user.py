@@ -77,6 +77,11 @@ def ticker_nap(due: float | None, now: float, period: float, ack_timeout: float)
     return min(ack_timeout, max(period, due - now))
 
 
+# What ``UserActor.receive_now`` takes: the casts of a connection (a monitor's ``Down`` and a
+# link frame's ``IncomingBatch``, a call, still go through the mailbox).
+RECEIVED_NOW = frozenset({Incoming, AckMail, ReadMail, Attach, Detach})
+
+
 class UserActor(sv.Actor):
     mailbox_size = 10_000
     # The ticker's current wait (``_ticker``), so that a login can end it early; a class
@@ -119,23 +124,13 @@ class UserActor(sv.Actor):
 
     async def _receive(self, message: Any) -> Any:
         kind = type(message)
-        if kind is Incoming:
-            return self._incoming(message)
-        if kind is IncomingBatch:
-            return self._incoming_batch(message)
-        if kind is AckMail:
-            self._apply(self.queue.ack(message.mids, self.node.wall()))
-        elif kind is ReadMail:
-            self._apply(self.queue.read(message.mids))
-        elif kind is Attach:
-            self._attached(message)
-        elif kind is Detach or kind is sv.Down:
-            self._gone(message, kind)
-        elif kind is Tick:
+        if kind is Tick:
             await self._tick(trio.current_time())
         elif kind is Release:
             self.leaving = True
             self.stop()
+        else:
+            return self._take_now(message, kind)
         return None
 
     def receive_now(self, message: Any) -> bool:
@@ -150,20 +145,28 @@ class UserActor(sv.Actor):
         step that read it) and the task switch that waking the mailbox costs: two per relayed
         message, one for its ``send`` and one for its ``ack``."""
         kind = type(message)
+        if kind not in RECEIVED_NOW:
+            return False
+        self._take_now(message, kind)
+        self._wake_ticker()
+        return True
+
+    def _take_now(self, message: Any, kind: type) -> Any:
+        """Every message but a ``Tick`` and a ``Release``: none awaits anything. Returns the
+        answer to a call (whether an ``Incoming``, or each of a batch's, was taken)."""
         if kind is Incoming:
-            self._incoming(message)
-        elif kind is AckMail:
+            return self._incoming(message)
+        if kind is IncomingBatch:
+            return self._incoming_batch(message)
+        if kind is AckMail:
             self._apply(self.queue.ack(message.mids, self.node.wall()))
         elif kind is ReadMail:
             self._apply(self.queue.read(message.mids))
         elif kind is Attach:
             self._attached(message)
-        elif kind is Detach:
+        elif kind is Detach or kind is sv.Down:
             self._gone(message, kind)
-        else:
-            return False
-        self._wake_ticker()
-        return True
+        return None
 
     def _incoming(self, message: Incoming) -> bool:
         """One message for this mailbox: taken (True) or refused (the store is behind)."""
