@@ -607,14 +607,7 @@ class _Process:
         or already inside its own ``receive_now``: a cast to itself from there is queued)
         or where it declines. Raising crashes the incarnation, as ``receive`` raising would:
         the message is then gone with it, as in OTP."""
-        if (
-            self.state != RUNNING
-            or self.stop_reason is not None
-            or self.crash_reason is not None
-            or self.forced_reason is not None
-            or self.current_call is not None
-            or self in _INLINE
-        ):
+        if not self.steady() or self.current_call is not None or self in _INLINE:
             return False
         _INLINE.append(self)
         try:
@@ -676,16 +669,21 @@ class _Process:
             self.resume()  # the fresh task sees the flags and ends as they say
 
     # -- hibernation ----------------------------------------------------------------------
+    def steady(self) -> bool:
+        """Running, with no stop, crash or kill under way."""
+        return (
+            self.state == RUNNING
+            and self.stop_reason is None
+            and self.crash_reason is None
+            and self.forced_reason is None
+        )
+
     def may_hibernate(self) -> bool:
-        return not (
-            self.state != RUNNING
-            or self.hibernated
+        return self.steady() and not (
+            self.hibernated
             or self.on_exit is None  # unsupervised: its nursery may close while it sleeps
             or not isinstance(self.actor, Actor)  # a thread actor: its thread waits
             or self.actor._hosts_children
-            or self.stop_reason is not None
-            or self.crash_reason is not None
-            or self.forced_reason is not None
         )
 
     def hibernate(self) -> bool:

@@ -22,7 +22,6 @@ import trio
 from ._actor import (
     _BASE_ON_START,
     EXITED,
-    RUNNING,
     Actor,
     ActorRef,
     Exit,
@@ -363,13 +362,7 @@ class _Supervisor(Actor):
     def _idle(self) -> bool:
         """Running and parked on an empty mailbox: the next message is handled next."""
         proc = self._proc
-        return (
-            proc.state == RUNNING
-            and proc.stop_reason is None
-            and proc.crash_reason is None
-            and proc.forced_reason is None
-            and proc.cell.mailbox.receiver_idle()
-        )
+        return proc.steady() and proc.cell.mailbox.receiver_idle()
 
     async def _shutdown(self, child: _Child) -> ExitReason:
         """Stop one running child as its spec says (OTP's ``shutdown/1``)."""
