@@ -160,13 +160,13 @@ def item_bytes(item: Any) -> int:
         return (_utf8(item.body) + _utf8(item.media) + _utf8(item.group) + _utf8(item.sender)
                 + _utf8(item.id) + _utf8(item.to) + 24)
     if kind is NoteItem:
-        return (_utf8(item.text) + _utf8(item.user) + _utf8(item.by) + _utf8(item.group)
-                + sum(_utf8(i) + 5 for i in item.ids) + 48)
+        return (_utf8(item.text) + _utf8(item.user) + _utf8(item.kind) + _utf8(item.status)
+                + _utf8(item.by) + _utf8(item.group) + sum(_utf8(i) + 5 for i in item.ids) + 48)
     if kind is PresenceItem:
-        return _utf8(item.user) + 32
+        return _utf8(item.user) + _utf8(item.status) + 32
     if kind is Refusal:
-        return _utf8(item.sender) + _utf8(item.id) + _utf8(item.to) + 32
-    return _utf8(item.user) + _utf8(item.node) + 48  # Control
+        return _utf8(item.sender) + _utf8(item.id) + _utf8(item.to) + _utf8(item.code) + 32
+    return _utf8(item.user) + _utf8(item.node) + _utf8(item.kind) + 48  # Control
 
 
 def fill_frame(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 import trio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from actorchat.cluster._cluster import Peer
@@ -62,6 +62,9 @@ def _encoded(batch: list) -> int:
 
 
 @given(st.lists(items, max_size=30), st.integers(1, 5000))
+# A note's ``kind`` and ``status`` were not counted by ``item_bytes``: this frame came out at
+# 89 bytes for a budget of 72 (found by hypothesis).
+@example([MailItem("", "", "", ""), NoteItem("", "", [], "0" * 67)], 72)
 def test_a_frame_is_filled_up_to_its_budget_and_never_past_it(queued, budget) -> None:
     first, rest = (queued[0], queued[1:]) if queued else (None, [])
     left = iter(rest)
